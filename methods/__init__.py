@@ -1,0 +1,1 @@
+"""Built-in WSOL method plugins (one method per module), registered under `wsolbench.methods`."""

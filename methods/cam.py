@@ -1,0 +1,118 @@
+"""CAM: Class Activation Mapping (Zhou et al., "Learning Deep Features for Discriminative
+Localization", CVPR 2016).
+
+Backbone features -> GAP -> linear classifier; the map of class c is
+`M_c = sum_k W[c, k] * f_k` on the last feature maps (no bias, no ReLU, no normalization:
+the raw map goes to `wsolbench.postprocess`). Backbones:
+
+- `vgg16`: timm's VGG16 conv stack without the last max-pool (14x14 at 224 px), then the
+  `conv6` head of the TS-CAM/TRT code (Conv 512->1024 3x3 + ReLU), as methods.md §3.2.
+- `resnet50`, `inception_v3`: timm models' `forward_features`.
+- `smallcnn`: four 3x3 convs (receptive field 13 px), the synth default that trains on a
+  CPU in minutes and shows textbook partial activation at 64 px.
+
+Checked against: vasgaowei/TS-CAM `lib/models/vgg.py` (conv6 head), clovaai/wsolevaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
+
+
+@dataclass(frozen=True)
+class CAMConfig(MethodConfig):
+    backbone: str = "smallcnn"
+    width: int = 64  # smallcnn feature channels
+    # Classifier lr multiplier, as wsolevaluation's `lr_classifier_ratio` for CAM: a GAP
+    # classifier must grow large weights on features that fire on a small part only.
+    head_lr_ratio: float = 10.0
+
+
+def _small_cnn(width: int) -> tuple[nn.Module, int]:
+    def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+
+    layers = [*block(3, width // 4, 1), *block(width // 4, width // 2, 2),
+              *block(width // 2, 3 * width // 4, 1), *block(3 * width // 4, width, 1)]
+    return nn.Sequential(*layers), width
+
+
+def _timm_backbone(name: str) -> tuple[nn.Module, int]:
+    import timm
+
+    if name == "vgg16":
+        vgg = timm.create_model("vgg16", pretrained=False, num_classes=0)
+        features = vgg.features[:-1]  # drop pool5: 14x14 maps at 224 px
+        conv6 = nn.Sequential(nn.Conv2d(512, 1024, 3, padding=1), nn.ReLU(inplace=True))
+        return nn.Sequential(features, conv6), 1024
+    model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    return _ForwardFeatures(model), model.num_features
+
+
+class _ForwardFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+class CAM(WSOLMethod):
+    """CNN backbone + GAP + linear classifier; maps from the classifier weights."""
+
+    name = "cam"
+    paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
+    config_class = CAMConfig
+    presets = {
+        # CPU default for synth-cub (64 px): ~18 s/epoch on 2 cores.
+        "synth": CAMConfig(backbone="smallcnn", image_size=64, resize_size=72, epochs=10,
+                           batch_size=64, lr=3e-3, weight_decay=1e-4, lr_steps=(7,)),
+        # TRT repo's configs/CUB/vggcam_patch16_224.yaml with the effective CLI optimizer.
+        "cub": CAMConfig(backbone="vgg16", image_size=224, resize_size=256, epochs=40,
+                         batch_size=64, lr=5e-5, weight_decay=0.05, lr_steps=(12, 24),
+                         lr_step_mode="period", cam_threshold=0.1),
+        "ilsvrc": CAMConfig(backbone="vgg16", image_size=224, resize_size=256, epochs=20,
+                            batch_size=256, lr=5e-4, weight_decay=0.05, lr_steps=(10, 12),
+                            lr_step_mode="period", cam_threshold=0.12),
+    }
+
+    def __init__(self, config: CAMConfig, num_classes: int) -> None:
+        super().__init__(config, num_classes)
+        if config.backbone == "smallcnn":
+            self.features, channels = _small_cnn(config.width)
+        else:
+            self.features, channels = _timm_backbone(config.backbone)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def lr_ratios(self) -> dict[str, float]:
+        return {"fc.": self.config.head_lr_ratio}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(images).mean(dim=(2, 3)))
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        """Raw maps `[B, h, w]` of `labels` (one class per image) and logits `[B, K]`."""
+        feats = self.features(images)
+        logits = self.fc(feats.mean(dim=(2, 3)))
+        weights = self.fc.weight[labels]  # [B, C]
+        maps = torch.einsum("bc,bchw->bhw", weights, feats)
+        return Localization(maps=maps.detach(), logits=logits.detach())
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+        """Backbone weights (timm or wsolbench key names); the new head stays initialised."""
+        if self.config.backbone == "vgg16":  # timm 'features.N' -> our 'features.0.N'
+            state_dict = {f"features.0.{k.removeprefix('features.')}": v
+                          for k, v in state_dict.items() if k.startswith("features.")}
+        elif self.config.backbone != "smallcnn":
+            state_dict = {f"features.model.{k}": v for k, v in state_dict.items()}
+        else:
+            state_dict = {k: v for k, v in state_dict.items() if k.startswith("features.")}
+        return load_matching(self, state_dict, "pretrained weights",
+                             allow_missing=("fc.", "features.1."))

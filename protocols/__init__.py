@@ -1,0 +1,1 @@
+"""Built-in evaluation protocol plugins, registered under `wsolbench.protocols`."""

@@ -1,0 +1,299 @@
+"""Protocols on hand-computed cases (shared/spec/protocols.md) and against the reference."""
+
+import numpy as np
+import pytest
+
+from protocols.classification import Classification
+from protocols.loc_acc import LocAcc
+from protocols.maxboxacc import MaxBoxAcc, MaxBoxAccV2
+from protocols.pxap import PxAP
+from wsolbench.boxes import (best_iou_per_threshold, contour_boxes, integer_thresholds,
+                             iou_matrix, scale_boxes_official, scale_boxes_wsolevaluation,
+                             threshold_grid)
+from wsolbench.errors import WsolbenchError
+from wsolbench.postprocess import quantize, scoremap_wsolevaluation
+from wsolbench.protocol import EvalBatch
+
+S = 224
+
+
+def batch(maps, boxes, sizes=None, labels=None, logits=None, masks=None):
+    n = len(maps)
+    return EvalBatch(image_ids=[f"img{i}.jpg" for i in range(n)], maps=list(maps),
+                     labels=np.asarray(labels if labels is not None else [0] * n),
+                     boxes=[np.asarray(b, dtype=np.int64).reshape(-1, 4) for b in boxes],
+                     sizes=np.asarray(sizes if sizes is not None else [(S, S)] * n),
+                     logits=None if logits is None else np.asarray(logits, dtype=np.float32),
+                     masks=masks)
+
+
+def block_map(x0, y0, x1, y1, size=S):
+    m = np.zeros((size, size))
+    m[y0:y1 + 1, x0:x1 + 1] = 1.0
+    return m
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def test_iou_test_vectors():
+    assert iou_matrix([[0, 0, 9, 9]], [[0, 0, 10, 10]])[0, 0] == 100 / 121
+    assert iou_matrix([[1, 2, 5, 6]], [[3, 1, 4, 5]])[0, 0] == 8 / 27
+    assert iou_matrix([[0, 0, 0, 0]], [[0, 0, 0, 0]])[0, 0] == 1.0
+    assert iou_matrix([[0, 0, 3, 3]], [[10, 10, 12, 12]])[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("box,size,expected", [
+    ((60, 27, 385, 331), (500, 335), (26, 18, 172, 221)),
+    ((111, 108, 441, 193), (500, 375), (49, 64, 197, 115)),
+    ((5, 4, 215, 134), (216, 136), (5, 6, 222, 220)),
+    ((0, 0, 499, 374), (500, 375), (0, 0, 223, 223)),
+])
+def test_gt_scaling_multiplies_first(box, size, expected):
+    assert scale_boxes_wsolevaluation(np.array([box]), size).tolist() == [list(expected)]
+
+
+def test_gt_scaling_operation_order_matters():
+    # 244 * 224 / 448 = 122 exactly; 244 / 448 * 224 = 121.99999999999999 -> 121
+    assert scale_boxes_wsolevaluation(np.array([[244, 0, 244, 0]]), (448, 448))[0, 0] == 122
+    assert scale_boxes_official(np.array([[244, 0, 244, 0]]), (448, 448))[0, 0] == 121
+
+
+def test_threshold_grid_is_numpy_arange():
+    assert len(threshold_grid(0.001)) == 1000 and len(threshold_grid(0.03)) == 34
+    assert threshold_grid(0.05)[-1] == np.arange(0, 1, 0.05)[-1]
+
+
+def test_contour_box_off_by_one_and_clipping():
+    u8 = np.zeros((S, S), np.uint8)
+    u8[10, 20] = 255
+    assert contour_boxes(u8, 0, largest_only=False, clip=True).tolist() == [[20, 10, 21, 11]]
+    full = np.full((S, S), 255, np.uint8)
+    assert contour_boxes(full, 0, largest_only=False, clip=True).tolist() == [[0, 0, 223, 223]]
+    assert contour_boxes(full, 0, largest_only=False, clip=False).tolist() == [[0, 0, 224, 224]]
+
+
+def test_ring_has_a_hole_contour():
+    u8 = np.zeros((S, S), np.uint8)
+    u8[50:100, 60:120] = 255
+    u8[60:90, 70:110] = 0  # hole rows 60-89, cols 70-109
+    boxes = sorted(contour_boxes(u8, 0, largest_only=False, clip=True).tolist())
+    # outer (60, 50, 120, 100) and the hole grown by one pixel: rect x 69, y 59, w 42, h 32
+    assert boxes == [[60, 50, 120, 100], [69, 59, 111, 91]]
+
+
+def test_v1_tie_takes_the_component_later_in_raster_order():
+    u8 = np.zeros((S, S), np.uint8)
+    u8[10:20, 10:20] = 255
+    u8[150:160, 10:20] = 255
+    assert contour_boxes(u8, 0, largest_only=True, clip=True).tolist() == [[10, 150, 20, 160]]
+
+
+def test_constant_maps():
+    assert not scoremap_wsolevaluation(np.full((14, 14), 0.7)).any() is False  # ripples
+    assert scoremap_wsolevaluation(np.full((14, 14), 0.7)).max() == 1.0
+    assert not scoremap_wsolevaluation(np.full((14, 14), 0.5)).any()
+    assert not scoremap_wsolevaluation(np.full((1, 1), 3.5)).any()
+    nan_map = np.ones((7, 7))
+    nan_map[3, 3] = np.nan
+    assert not scoremap_wsolevaluation(nan_map).any()
+    neg = -np.arange(49.0).reshape(7, 7)
+    s = scoremap_wsolevaluation(neg)
+    assert s.min() == 0.0 and s.max() == 1.0
+
+
+# ----------------------------------------------------------------------------- loc_acc
+
+def test_loc_acc_ge_for_gt_known_and_gt_for_topk():
+    # Prediction box (0, 0, 10, 10) has area 121; GT (0, 0, 10, 21) has area 242 -> IoU 0.5.
+    gt = np.array([[0, 0, 10, 21]])
+    assert scale_boxes_official(gt, (S, S)).tolist() == gt.tolist()
+    logits = [[5.0, 1.0]]
+    strict = LocAcc(cam_threshold=0.1)
+    strict.update(batch([block_map(0, 0, 9, 9)], [gt], logits=logits))
+    r = strict.compute()
+    assert r["gt_known_loc"] == 100.0 and r["top1_loc"] == 0.0 and r["top5_loc"] == 0.0
+    loose = LocAcc(cam_threshold=0.1, topk_strict=False)
+    loose.update(batch([block_map(0, 0, 9, 9)], [gt], logits=logits))
+    assert loose.compute()["top1_loc"] == 100.0
+    both_strict = LocAcc(cam_threshold=0.1, gt_known_strict=True)
+    both_strict.update(batch([block_map(0, 0, 9, 9)], [gt], logits=logits))
+    assert both_strict.compute()["gt_known_loc"] == 0.0
+
+
+def test_loc_acc_classification_gates_top1_and_top5():
+    gt = [[0, 0, 9, 9]]
+    logits = [[0.0, 1, 2, 3, 4, 5, 6], [6.0, 5, 4, 3, 2, 1, 0], [5.0, 9, 8, 7, 6, 1, 0]]
+    p = LocAcc(cam_threshold=0.1)
+    p.update(batch([block_map(0, 0, 9, 9)] * 3, [gt] * 3, labels=[0, 0, 0], logits=logits))
+    r = p.compute()
+    assert r["gt_known_loc"] == 100.0  # box IoU 100/121 everywhere
+    assert r["top1_loc"] == pytest.approx(100 / 3)  # only image 1 has class 0 on top
+    assert r["top5_loc"] == pytest.approx(200 / 3)  # image 0: class 0 last of 7; image 2: 5th
+
+
+def test_loc_acc_several_gt_boxes_take_the_max_and_first_box_only_does_not():
+    boxes = [[100, 100, 150, 150], [0, 0, 9, 9]]
+    every, first = LocAcc(), LocAcc(first_box_only=True)
+    for p in (every, first):
+        p.update(batch([block_map(0, 0, 9, 9)], [boxes], logits=[[1.0, 0.0]]))
+    assert every.compute()["gt_known_loc"] == 100.0
+    assert first.compute()["gt_known_loc"] == 0.0
+
+
+def test_loc_acc_constant_map_uses_the_official_fallback_box():
+    # constant -> NaN -> no contour -> (0, 0, 1, 1): correct only for a GT box near it
+    p = LocAcc()
+    p.update(batch([np.full((14, 14), 0.3)] * 2, [[[0, 0, 1, 1]], [[0, 0, 50, 50]]],
+                   logits=[[1.0, 0.0]] * 2))
+    assert p.compute()["gt_known_loc"] == 50.0
+
+
+def test_whole_image_baseline():
+    p = LocAcc()
+    p.update(batch([block_map(0, 0, 9, 9)] * 2, [[[0, 0, 223, 223]], [[0, 0, 9, 9]]],
+                   logits=[[1.0, 0.0]] * 2))
+    assert p.compute()["whole_image"]["gt_known_loc"] == 50.0
+
+
+# ----------------------------------------------------------------------------- MaxBoxAcc
+
+def test_maxboxacc_v2_hand_case():
+    # A 10x10 block: at every tau the foreground is the block, box (x0, y0, x1 + 1, y1 + 1).
+    p = MaxBoxAccV2(cam_curve_interval=0.01)
+    p.update(batch([block_map(20, 30, 29, 39)], [[[20, 30, 29, 39]]]))  # IoU 100/121
+    p.update(batch([block_map(20, 30, 29, 39)], [[[20, 30, 49, 39]]]))  # IoU 110/(110+...)
+    r = p.compute()
+    # image 2: pred (20,30,30,40) area 121, GT area 300, inter 11*10=110 -> 110/311 = 0.354
+    assert r["per_iou"]["30"]["max_acc"] == 100.0
+    assert r["per_iou"]["50"]["max_acc"] == 50.0 and r["per_iou"]["70"]["max_acc"] == 50.0
+    assert r["mean"] == pytest.approx(200 / 3)
+    assert r["per_iou"]["50"]["best_threshold_index"] == 0
+    assert r["per_iou"]["50"]["n_tied_best_indices"] == 100
+
+
+def test_iou_exactly_at_delta_counts_as_correct():
+    # pred (0,0,10,10) area 121 inside GT of area 121/0.3? Use IoU = 0.5 exactly instead.
+    p = MaxBoxAccV2(cam_curve_interval=0.1, iou_thresholds=(50,))
+    p.update(batch([block_map(0, 0, 9, 9)], [[[0, 0, 10, 21]]]))
+    assert p.compute()["per_iou"]["50"]["max_acc"] == 100.0
+
+
+def test_all_zero_map_uses_box_0000():
+    p = MaxBoxAccV2(cam_curve_interval=0.1)
+    p.update(batch([np.zeros((7, 7)), np.full((1, 1), 3.5)], [[[0, 0, 0, 0]], [[0, 0, 0, 1]]]))
+    r = p.compute()
+    # IoU 1 and 0.5 -> image 1 correct at 30/50/70, image 2 at 30/50
+    assert [r["per_iou"][d]["max_acc"] for d in ("30", "50", "70")] == [100.0, 100.0, 50.0]
+
+
+def test_v1_keeps_the_largest_contour_v2_all():
+    m = block_map(0, 0, 39, 39) + 0.5 * block_map(150, 150, 159, 159)
+    gt = [[150, 150, 159, 159]]
+    v1, v2 = MaxBoxAcc(cam_curve_interval=0.01), MaxBoxAccV2(cam_curve_interval=0.01)
+    v1.update(batch([m], [gt]))
+    v2.update(batch([m], [gt]))
+    assert v1.compute()["mean"] == 0.0  # the big block wins the area contest at every tau
+    assert v2.compute()["per_iou"]["50"]["max_acc"] == 100.0
+
+
+def test_non_square_images_scale_gt():
+    raw = np.zeros((10, 20))
+    raw[2:8, 5:15] = 1.0  # raw map of a 200x100 image
+    p = MaxBoxAccV2(cam_curve_interval=0.01)
+    p.update(batch([raw], [[[50, 20, 149, 79]]], sizes=[(200, 100)]))
+    assert p.compute()["per_iou"]["50"]["max_acc"] == 100.0
+
+
+def _random_maps(rng, n):
+    maps = []
+    for _ in range(n):
+        h, w = rng.integers(1, 40, 2)
+        ys, xs = np.mgrid[0:h, 0:w]
+        m = rng.normal(0, rng.uniform(0, 0.3), (h, w))
+        for _ in range(rng.integers(0, 4)):
+            cy, cx, sg = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.5, max(h, w) / 2)
+            m += rng.uniform(0.2, 1) * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sg * sg))
+        maps.append(m)
+    return maps
+
+
+def _random_boxes(rng, n):
+    out, sizes = [], []
+    for _ in range(n):
+        W, H = rng.integers(20, 600, 2)
+        k = rng.integers(1, 4)
+        x0, y0 = rng.integers(0, W, k), rng.integers(0, H, k)
+        out.append(np.stack([x0, y0, rng.integers(x0, W), rng.integers(y0, H)], 1))
+        sizes.append((W, H))
+    return out, sizes
+
+
+def test_fast_path_equals_the_opencv_reference_on_random_maps():
+    rng = np.random.default_rng(7)
+    n = 250
+    maps, (boxes, sizes) = _random_maps(rng, n), _random_boxes(rng, n)
+    fast = MaxBoxAccV2(cam_curve_interval=0.01)
+    fast.update(batch(maps, boxes, sizes=sizes))
+    expected = np.zeros_like(fast.state["correct"])
+    deltas = np.array([0.3, 0.5, 0.7])[:, None]
+    for raw, b, size in zip(maps, boxes, sizes):
+        u8 = quantize(scoremap_wsolevaluation(raw))
+        gt = scale_boxes_wsolevaluation(b, size)
+        best = best_iou_per_threshold(u8, integer_thresholds(fast.thresholds, int(u8.max())), gt,
+                                      largest_only=False, clip=True, empty_box=(0, 0, 0, 0))
+        expected += best[None, :] >= deltas
+    np.testing.assert_array_equal(fast.state["correct"], expected)
+    assert 0 < expected.sum() < n * expected.size  # the case is not trivial
+
+
+def test_one_batch_equals_many_batches_equals_merged_shards():
+    rng = np.random.default_rng(3)
+    maps, (boxes, sizes) = _random_maps(rng, 30), _random_boxes(rng, 30)
+    logits = rng.normal(size=(30, 6))
+    labels = rng.integers(0, 6, 30)
+
+    def make():
+        return [MaxBoxAccV2(cam_curve_interval=0.01), LocAcc(), Classification()]
+
+    whole = make()
+    for p in whole:
+        p.update(batch(maps, boxes, sizes=sizes, labels=labels, logits=logits))
+    shards = [make(), make()]
+    for k, (lo, hi) in enumerate(((0, 11), (11, 30))):
+        for start in range(lo, hi, 4):
+            stop = min(start + 4, hi)
+            for p in shards[k]:
+                p.update(batch(maps[start:stop], boxes[start:stop], sizes=sizes[start:stop],
+                               labels=labels[start:stop], logits=logits[start:stop]))
+    for a, b, c in zip(whole, *shards):
+        merged = b.merge(c)
+        assert merged.n == a.n == 30
+        for key in a.state:
+            np.testing.assert_array_equal(merged.state[key], a.state[key])
+        assert merged.compute() == a.compute()
+
+
+def test_bad_inputs():
+    with pytest.raises(WsolbenchError, match="no image was evaluated"):
+        MaxBoxAccV2().compute()
+    with pytest.raises(WsolbenchError, match="expected a 2-D score map"):
+        batch([np.zeros((2, 3, 3))], [[[0, 0, 1, 1]]])
+    with pytest.raises(WsolbenchError, match="needs class scores"):
+        LocAcc().update(batch([np.zeros((3, 3))], [[[0, 0, 1, 1]]]))
+    with pytest.raises(WsolbenchError, match="cannot merge"):
+        MaxBoxAccV2(cam_curve_interval=0.01).merge(MaxBoxAccV2(cam_curve_interval=0.001))
+
+
+# ----------------------------------------------------------------------------- PxAP
+
+def test_pxap_perfect_and_constant_maps():
+    mask = np.zeros((S, S), bool)
+    mask[50:100, 60:150] = True
+    perfect = PxAP()
+    perfect.update(batch([mask.astype(float)], [[[0, 0, 1, 1]]], masks=[mask]))
+    assert perfect.compute()["pxap"] == pytest.approx(100.0)
+    const = PxAP()
+    const.update(batch([np.full((S, S), 0.4)], [[[0, 0, 1, 1]]], masks=[mask]))
+    assert const.compute()["pxap"] == pytest.approx(100.0 * mask.sum() / mask.size)
+    with pytest.raises(WsolbenchError, match="needs GT masks"):
+        PxAP().update(batch([mask.astype(float)], [[[0, 0, 1, 1]]]))

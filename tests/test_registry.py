@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+
+from wsolbench.errors import WsolbenchError
+from wsolbench.registry import get_plugin, list_plugins
+
+
+def test_builtin_plugins_are_registered_through_entry_points():
+    assert "cam" in list_plugins("methods")
+    assert {"classification", "loc_acc", "maxboxacc", "maxboxacc_v2", "pxap"} <= set(
+        list_plugins("protocols"))
+    assert {"cub", "synth-cub"} <= set(list_plugins("datasets"))
+
+
+def test_wildcards():
+    assert list_plugins("protocols", "maxbox*") == ["maxboxacc", "maxboxacc_v2"]
+    assert list_plugins("datasets", "synth-*") == ["synth-cub"]
+    assert list_plugins("methods", "zzz*") == []
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(WsolbenchError, match="did you mean 'cam'"):
+        get_plugin("methods", "camm")
+    with pytest.raises(WsolbenchError, match="unknown plugin kind"):
+        list_plugins("models")
+
+
+def test_duplicate_name_is_an_error(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import wsolbench.registry as registry
+
+    eps = [EntryPoint("cam", "methods.cam:CAM", "wsolbench.methods"),
+           EntryPoint("cam", "other.pkg:CAM", "wsolbench.methods")]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    registry.clear_cache()
+    try:
+        with pytest.raises(WsolbenchError, match="registered twice"):
+            list_plugins("methods")
+    finally:
+        registry.clear_cache()
+
+
+def test_listing_does_not_import_torch():
+    code = ("import sys; from wsolbench.cli import cli; "
+            "cli.main(['list', 'methods'], standalone_mode=False); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "cam" in out.stdout

@@ -1,0 +1,5 @@
+"""Allow `python -m wsolbench` (and `torchrun -m wsolbench`)."""
+
+from wsolbench.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Pure numpy/OpenCV box geometry shared by the protocols.
+
+Conventions (shared/spec/protocols.md §2.3, §3.3–3.7):
+- boxes are int `[n, 4]` `(x0, y0, x1, y1)`, *inclusive* pixel indices;
+- IoU counts pixels inclusively: width = x1 - x0 + 1 (the "+1" rule);
+- a box predicted from an OpenCV contour is `(x, y, x + w, y + h)`, i.e. one pixel too wide
+  and tall (the exclusive end used as inclusive), as every reference implementation does.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+EMPTY_BOX_WSOLEVALUATION = (0, 0, 0, 0)
+EMPTY_BOX_OFFICIAL = (0, 0, 1, 1)
+
+
+def threshold_grid(step: float) -> np.ndarray:
+    """CAM thresholds `np.arange(0, 1, step)` in float64, exactly as wsolevaluation builds them."""
+    if not 0 < step < 1:
+        raise ValueError(f"threshold step must be in (0, 1), got {step}")
+    return np.arange(0, 1, step, dtype=np.float64)
+
+
+def integer_thresholds(taus: np.ndarray, max_value: int) -> np.ndarray:
+    """`int(tau * max(u8))` per tau (float64 product, truncated): the value `u8 > t` uses."""
+    return np.trunc(taus * float(max_value)).astype(np.int64)
+
+
+def scale_boxes_wsolevaluation(boxes: np.ndarray, size: tuple[int, int], frame: int = 224
+                               ) -> np.ndarray:
+    """GT boxes into the `frame x frame` evaluation frame: `int(v * frame / W)`, multiply first."""
+    w, h = size
+    scale = np.array([frame, frame, frame, frame], dtype=np.float64)
+    denom = np.array([w, h, w, h], dtype=np.float64)
+    return np.trunc(boxes.astype(np.float64) * scale / denom).astype(np.int64)
+
+
+def scale_boxes_official(boxes: np.ndarray, size: tuple[int, int], frame: int = 224
+                         ) -> np.ndarray:
+    """GT boxes as TS-CAM/TRT scale them: divide first, clip x1/y1 at `frame - 1`."""
+    w, h = size
+    b = boxes.astype(np.float64)
+    x0 = np.maximum(b[:, 0] / w * frame, 0)
+    y0 = np.maximum(b[:, 1] / h * frame, 0)
+    x1 = np.minimum(b[:, 2] / w * frame, frame - 1)
+    y1 = np.minimum(b[:, 3] / h * frame, frame - 1)
+    return np.trunc(np.stack([x0, y0, x1, y1], axis=1)).astype(np.int64)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU `float64 [n, m]` of inclusive boxes `a [n, 4]` and `b [m, 4]` (+1 areas)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def contour_boxes(u8: np.ndarray, t: int, *, largest_only: bool, clip: bool) -> np.ndarray:
+    """Boxes `int64 [k, 4]` of the OpenCV contours of `u8 > t` (k = 0 when there are none).
+
+    `RETR_TREE` returns outer borders *and* hole borders (8-connected foreground), as
+    upstream uses it. `largest_only` keeps the first contour of maximal `cv2.contourArea`
+    (polygon area, not pixel count). `clip` limits x1/y1 to the map's last index.
+    """
+    mask = (u8 > t).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((0, 4), dtype=np.int64)
+    if largest_only:
+        contours = [max(contours, key=cv2.contourArea)]
+    rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64)
+    boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2],
+                      rects[:, 1] + rects[:, 3]], axis=1)
+    if clip:
+        h, w = u8.shape
+        boxes[:, 2] = np.minimum(boxes[:, 2], w - 1)
+        boxes[:, 3] = np.minimum(boxes[:, 3], h - 1)
+    return boxes
+
+
+def best_iou_per_threshold(u8: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray, *,
+                           largest_only: bool, clip: bool, empty_box: tuple[int, int, int, int]
+                           ) -> np.ndarray:
+    """Best IoU (over kept boxes x GT boxes) for each integer threshold, `float64 [T]`.
+
+    Each distinct integer threshold is binarized and traced once, so the cost is bounded by
+    the at most 256 distinct values however fine the tau grid is.
+    """
+    distinct, inverse = np.unique(thresholds, return_inverse=True)
+    best = np.empty(len(distinct), dtype=np.float64)
+    for i, t in enumerate(distinct):
+        boxes = contour_boxes(u8, int(t), largest_only=largest_only, clip=clip)
+        if len(boxes) == 0:
+            boxes = np.asarray([empty_box], dtype=np.int64)
+        best[i] = iou_matrix(boxes, gt_boxes).max()
+    return best[inverse]

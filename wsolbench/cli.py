@@ -1,0 +1,205 @@
+"""`wsolbench` command line: thin click commands over the library.
+
+Heavy imports (torch, timm, mlflow) happen inside the commands that need them, so
+`wsolbench list ...` and `--help` stay instant. Every user error prints one line, naming the
+file/line or key at fault, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from wsolbench.errors import WsolbenchError
+
+PROTOCOL_STEPS_HELP = "MaxBoxAccV2 threshold step (wsolevaluation: 0.001 for training runs)."
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, str]:
+    from wsolbench.config import parse_overrides
+
+    return parse_overrides(pairs)
+
+
+def _dataset_options(func):
+    options = [
+        click.option("--dataset", default="synth-cub", show_default=True,
+                     help="Dataset plugin name (`wsolbench list datasets`)."),
+        click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                     help="Real data: the folder holding CUB_200_2011/. Synth: where generated "
+                          "datasets are cached (default results/data)."),
+        click.option("--fullsup-metadata", type=click.Path(path_type=Path), default=None,
+                     help="wsolevaluation metadata folder of the train-fullsup split "
+                          "(CUBV2: metadata/CUB/val)."),
+        click.option("--fullsup-images", type=click.Path(path_type=Path), default=None,
+                     help="Image root the train-fullsup ids are relative to."),
+        click.option("--data-set", "data_set", multiple=True, metavar="KEY=VALUE",
+                     help="Override a synthetic-dataset knob, e.g. --data-set num_classes=20."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+                     show_default=True, help="Where runs, data caches and MLflow live."),
+        click.option("--num-workers", type=int, default=0, show_default=True,
+                     help="DataLoader worker processes."),
+        click.option("--box-step", type=float, default=0.001, show_default=True,
+                     help=PROTOCOL_STEPS_HELP),
+        click.option("--no-baselines", is_flag=True,
+                     help="Skip the trivial/saliency baseline maps."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wsolbench")
+def cli() -> None:
+    """wsolbench: CAM, TS-CAM and TRT on one weakly supervised localization protocol."""
+
+
+@cli.command()
+@click.option("--method", required=True, help="Method plugin name (`wsolbench list methods`).")
+@_dataset_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for init, order, aug.")
+@click.option("--preset", default=None,
+              help="Method preset (default: 'synth' on synthetic data, else the dataset name).")
+@click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the preset's batch size.")
+@click.option("--lr", type=float, default=None, help="Override the preset's learning rate.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override any method config field, e.g. --set cam_threshold=0.2.")
+@click.option("--pretrained", type=click.Path(path_type=Path), default=None,
+              help="Local backbone weights (.pth or .safetensors). Never downloaded.")
+@click.option("--pretrained-sha256", default=None, help="Refuse weights with another SHA-256.")
+@click.option("--resume", is_flag=True, help="Continue from this run's last checkpoint.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
+def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
+        results_dir, num_workers, box_step, no_baselines, seed, preset, epochs, batch_size, lr,
+        settings, pretrained, pretrained_sha256, resume, no_mlflow) -> None:
+    """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
+
+    Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
+    checkpoint.pt, predictions, grid.png).
+    """
+    from wsolbench.runner import RunOptions, run as run_job
+
+    overrides = _overrides(settings)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            overrides[key] = str(value)
+    opts = RunOptions(method=method, dataset=dataset, seed=seed, preset=preset, device=device,
+                      data_root=data_root, fullsup_metadata=fullsup_metadata,
+                      fullsup_images=fullsup_images, results_dir=results_dir,
+                      overrides=overrides, dataset_overrides=_overrides(data_set),
+                      pretrained=pretrained, pretrained_sha256=pretrained_sha256, resume=resume,
+                      num_workers=num_workers, mlflow=not no_mlflow, box_step=box_step,
+                      baselines=not no_baselines)
+    results = run_job(opts)
+    _print_summary(results)
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="A checkpoint.pt written by `wsolbench run`.")
+@_dataset_options
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the results (default: beside the checkpoint).")
+def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
+             results_dir, num_workers, box_step, no_baselines, json_out) -> None:
+    """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits."""
+    from wsolbench.runner import RunOptions, evaluate_checkpoint
+
+    opts = RunOptions(method="", dataset=dataset, device=device, data_root=data_root,
+                      fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
+                      results_dir=results_dir, dataset_overrides=_overrides(data_set),
+                      num_workers=num_workers, box_step=box_step, baselines=not no_baselines,
+                      mlflow=False)
+    results = evaluate_checkpoint(opts, checkpoint, json_out)
+    click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["methods", "protocols", "datasets"]))
+@click.argument("pattern", default="*")
+def list_(kind: str, pattern: str) -> None:
+    """List registered plugins of KIND, optionally matching a wildcard PATTERN."""
+    from wsolbench.registry import list_plugins
+
+    for name in list_plugins(kind, pattern):
+        click.echo(name)
+
+
+@cli.group()
+def data() -> None:
+    """Generate or inspect datasets."""
+
+
+@data.command("synth-cub")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder to write the dataset into (must not exist).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a generator knob (see SynthConfig), e.g. --set seed=3.")
+@click.option("--workers", type=int, default=2, show_default=True)
+def data_synth_cub(out: Path, settings: tuple[str, ...], workers: int) -> None:
+    """Write synth-cub in the CUB-200-2011 layout (+ CUBV2-style train-fullsup metadata)."""
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthConfig, generate
+
+    if out.exists():
+        raise WsolbenchError(f"{out} already exists; choose a new folder")
+    cfg = apply_overrides(SynthConfig(), _overrides(settings))
+    generate(cfg, out, workers=workers)
+    click.echo(f"wrote synth-cub ({cfg.count('train')} train, {cfg.count('test')} test, "
+               f"{cfg.count('fullsup')} train-fullsup images) to {out}")
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    from wsolbench.runner import flat_metrics
+
+    return flat_metrics(metrics)
+
+
+def _print_summary(results: dict) -> None:
+    from wsolbench.runner import headline
+
+    rows = headline(results)
+    columns = ["map", "top1_cls", "top1_loc", "top5_loc", "gt_known_loc", "gt_known_loc_fair",
+               "maxboxacc_v2"]
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    click.echo("")
+    click.echo(f"{results['method']} on {results['dataset']} (seed {results['seed']}), "
+               f"test split, % — paper protocol at tau={results['config']['cam_threshold']}, "
+               f"fair tau={results['metrics']['fair']['cam_threshold']} (chosen on "
+               "train-fullsup), MaxBoxAccV2 as wsolevaluation")
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        click.echo("  ".join(_fmt(row.get(c)).ljust(w) for c, w in zip(columns, widths)))
+    t = results["timings"]
+    click.echo(f"time: train {t['train_s']:.0f} s, evaluate {t['evaluate_s']:.0f} s, "
+               f"total {t['total_s']:.0f} s; results in "
+               f"{Path(results.get('results_dir', 'results'))}/runs/{results['dataset']}/"
+               f"{results['method']}/{results['seed']}/")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except WsolbenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,113 @@
+"""Reader and writer for clovaai/wsolevaluation's metadata format (shared/spec/protocols.md §1).
+
+A split folder holds `image_ids.txt`, `class_labels.txt` (`id,label`), `image_sizes.txt`
+(`id,W,H`) and `localization.txt` (`id,x0,y0,x1,y1`, inclusive pixels, one line per GT box,
+several lines = several boxes in order). Ids are paths relative to the image root and keep
+their extension; they may contain `/` but not `,`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wsolbench.data.records import Record
+from wsolbench.data.textfiles import parse, read_rows
+from wsolbench.errors import InputFileError, WsolbenchError
+from wsolbench.fileio import atomic_write_text
+
+METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+
+
+def read_metadata(split_dir: Path | str, image_root: Path | str, *, require_boxes: bool = True,
+                  mask_root: Path | str | None = None) -> tuple[Record, ...]:
+    """Read one wsolevaluation split folder into records, in `image_ids.txt` order.
+
+    Args:
+        split_dir: folder with the four metadata files.
+        image_root: folder the ids are relative to.
+        require_boxes: every image must have at least one box (val/test splits).
+        mask_root: optional folder of foreground masks named like the ids, `.png` suffix.
+    """
+    split_dir, image_root = Path(split_dir), Path(image_root)
+    if not split_dir.is_dir():
+        raise WsolbenchError(f"metadata folder not found: {split_dir}")
+    ids_file, labels_file, sizes_file, loc_file = (split_dir / f for f in METADATA_FILES)
+
+    order: list[str] = []
+    seen: dict[str, int] = {}
+    for line, (image_id,) in read_rows(ids_file, 1, ","):
+        if image_id in seen:
+            raise InputFileError(ids_file, f"duplicate image id {image_id!r} "
+                                           f"(first on line {seen[image_id]})", line)
+        seen[image_id] = line
+        order.append(image_id)
+
+    labels = _keyed(labels_file, seen, 2, lambda f, ln: parse(f[1], int, labels_file, ln, "label"))
+    sizes = _keyed(sizes_file, seen, 3, lambda f, ln: (parse(f[1], int, sizes_file, ln, "width"),
+                                                      parse(f[2], int, sizes_file, ln, "height")))
+    boxes: dict[str, list[tuple[int, int, int, int]]] = {i: [] for i in order}
+    if loc_file.is_file() or require_boxes:
+        for line, fields in read_rows(loc_file, 5, ","):
+            image_id = fields[0]
+            if image_id not in seen:
+                raise InputFileError(loc_file, f"image id {image_id!r} is not in {ids_file.name}",
+                                     line)
+            box = tuple(parse(v, int, loc_file, line, name)
+                        for v, name in zip(fields[1:], ("x0", "y0", "x1", "y1")))
+            _check_box(box, sizes.get(image_id), loc_file, line)
+            boxes[image_id].append(box)  # type: ignore[arg-type]
+
+    records = []
+    for image_id in order:
+        for table, file in ((labels, labels_file), (sizes, sizes_file)):
+            if image_id not in table:
+                raise InputFileError(file, f"image id {image_id!r} (from {ids_file.name} line "
+                                           f"{seen[image_id]}) has no line here")
+        if require_boxes and not boxes[image_id]:
+            raise InputFileError(loc_file, f"image id {image_id!r} has no box")
+        mask = Path(mask_root) / Path(image_id).with_suffix(".png") if mask_root else None
+        records.append(Record(
+            image_id=image_id, path=image_root / image_id, label=labels[image_id],
+            size=sizes[image_id], boxes=np.asarray(boxes[image_id], dtype=np.int64).reshape(-1, 4),
+            mask_path=mask if mask is not None and mask.is_file() else None))
+    return tuple(records)
+
+
+def _keyed(path: Path, known: dict[str, int], n_fields: int, convert) -> dict:
+    out: dict = {}
+    for line, fields in read_rows(path, n_fields, ","):
+        image_id = fields[0]
+        if image_id not in known:
+            raise InputFileError(path, f"image id {image_id!r} is not in image_ids.txt", line)
+        if image_id in out:
+            raise InputFileError(path, f"duplicate line for image id {image_id!r}", line)
+        out[image_id] = convert(fields, line)
+    return out
+
+
+def _check_box(box: tuple[int, ...], size: tuple[int, int] | None, path: Path, line: int) -> None:
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 <= x1 and 0 <= y0 <= y1):
+        raise InputFileError(path, f"box {box} is not (x0, y0, x1, y1) with 0 <= x0 <= x1, "
+                                   "0 <= y0 <= y1", line)
+    if size is not None and (x1 > size[0] - 1 or y1 > size[1] - 1):
+        raise InputFileError(path, f"box {box} lies outside the {size[0]}x{size[1]} image "
+                                   "(inclusive coordinates must be <= W-1, H-1)", line)
+
+
+def write_metadata(split_dir: Path | str, records: tuple[Record, ...] | list[Record]) -> None:
+    """Write records in wsolevaluation's exact format (comma-separated, no final newline)."""
+    split_dir = Path(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    ids = [r.image_id for r in records]
+    if any("," in i for i in ids):
+        raise WsolbenchError("wsolevaluation ids cannot contain ',' (the field separator)")
+    atomic_write_text(split_dir / "image_ids.txt", "\n".join(ids))
+    atomic_write_text(split_dir / "class_labels.txt",
+                      "\n".join(f"{r.image_id},{r.label}" for r in records))
+    atomic_write_text(split_dir / "image_sizes.txt",
+                      "\n".join(f"{r.image_id},{r.size[0]},{r.size[1]}" for r in records))
+    atomic_write_text(split_dir / "localization.txt", "\n".join(
+        f"{r.image_id},{x0},{y0},{x1},{y1}" for r in records for x0, y0, x1, y1 in r.boxes))

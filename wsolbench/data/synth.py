@@ -1,0 +1,380 @@
+"""`synth-cub`: the embedded, procedurally generated WSOL dataset (shared/spec/synth.md).
+
+Every image holds one "bird": a large textured body with a tail, shared by all classes, and a
+small head disc whose hue decides the class, so the discriminative part is a small fraction
+of the object (partial activation). A weak class tint on the body and a background style that
+matches the class 60% of the time give the classifier secondary evidence outside the head, as
+real birds and habitats do. Backgrounds are chromatic clutter with body-textured distractor
+fragments, so neither colour saliency nor a centre prior localizes the object.
+
+The dataset is written to disk in the exact CUB-200-2011 archive layout (plus CUBV2-like
+train-fullsup images with wsolevaluation metadata, and foreground/head masks), so that the
+real readers are exercised end to end. Same config -> identical bytes: each image draws from
+its own `SeedSequence((seed, split, index))`, so the worker count does not change anything.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from wsolbench.data.cub import read_cub
+from wsolbench.data.metadata import read_metadata, write_metadata
+from wsolbench.data.records import Record, WSOLData
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_directory
+
+GENERATOR_VERSION = 5
+SPLITS = ("train", "test", "fullsup")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every knob of the generator; recorded with each run and hashed into the folder name."""
+
+    seed: int = 0
+    image_size: int = 64
+    num_classes: int = 10
+    train_per_class: int = 400
+    test_per_class: int = 100
+    fullsup_per_class: int = 10
+    object_area: tuple[float, float] = (0.06, 0.29)  # GT box / image area, log-uniform
+    aspect: tuple[float, float] = (0.45, 0.6)  # body minor/major axis
+    max_rotation_deg: float = 35.0
+    border_prob: float = 0.3  # objects cut by an image border
+    head_fraction: float = 0.15  # head area / object area (the discriminative part)
+    min_head_radius: float = 2.5
+    hue_jitter_deg: float = 8.0
+    eye: bool = True  # a dark eye on the head: a local pattern no clutter shape has
+    body_tint: float = 0.30  # weak class cue spread over the whole body
+    body_saturation: tuple[float, float] = (0.1, 0.4)
+    background_correlation: float = 0.6  # P(background style = the image's class)
+    distractors: tuple[int, int] = (1, 3)  # body-textured fragments without a head
+    distractor_scale: tuple[float, float] = (0.35, 0.6)
+    clutter_shapes: tuple[int, int] = (4, 8)
+    clutter_size: tuple[float, float] = (0.08, 0.25)  # semi-axes / image size: never head-sized
+    clutter_saturation: tuple[float, float] = (0.4, 0.9)
+    pixel_noise: float = 0.04
+    jpeg_quality: int = 92
+
+    def digest(self) -> str:
+        blob = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def count(self, split: str) -> int:
+        return {"train": self.train_per_class, "test": self.test_per_class,
+                "fullsup": self.fullsup_per_class}[split] * self.num_classes
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One generated image with exact ground truth (all arrays `[S, S]` or `[S, S, 3]`)."""
+
+    image: np.ndarray  # uint8 RGB
+    mask: np.ndarray  # bool, the object
+    head: np.ndarray  # bool, the discriminative part
+    box: tuple[int, int, int, int]  # inclusive tight box of `mask`
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
+
+
+def _class_hue(c: int, n: int) -> float:
+    return c / n
+
+
+def _background_hue(c: int, n: int) -> float:
+    # Offset by half a class step so a background never shares its class's head hue.
+    return (c + 0.5) / n
+
+
+class _Canvas:
+    """Pixel-centre coordinates of an S x S image, shared by every shape drawn on it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        self.xs, self.ys = xs, ys
+
+    def frame(self, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates `(u, v)` along and across an axis through `(cx, cy)` at `angle`."""
+        dx, dy = self.xs - cx, self.ys - cy
+        c, s = math.cos(angle), math.sin(angle)
+        return dx * c + dy * s, -dx * s + dy * c
+
+    def ellipse(self, cx, cy, a, b, angle) -> np.ndarray:
+        u, v = self.frame(cx, cy, angle)
+        return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+    def disc(self, cx, cy, r) -> np.ndarray:
+        return (self.xs - cx) ** 2 + (self.ys - cy) ** 2 <= r * r
+
+    def rect(self, cx, cy, hw, hh, angle) -> np.ndarray:
+        u, v = self.frame(cx, cy, angle)
+        return (np.abs(u) <= hw) & (np.abs(v) <= hh)
+
+
+def _stripes(canvas: _Canvas, cx, cy, angle, period, phase) -> np.ndarray:
+    """The body texture shared by all birds and by the distractors: bands across the axis."""
+    u, _ = canvas.frame(cx, cy, angle)
+    return (0.78 + 0.22 * np.sin(2 * math.pi * u / period + phase)).astype(np.float32)
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray | None = None
+           ) -> None:
+    color = rgb[None, None, :] * (shade[..., None] if shade is not None else 1.0)
+    np.copyto(img, np.broadcast_to(color, img.shape), where=mask[..., None])
+
+
+def _body_color(rng: np.random.Generator, cfg: SynthConfig, tint_class: int) -> np.ndarray:
+    # A muted base (like plumage) so the weak class tint is visible over the whole body.
+    base = _hsv(rng.random(), rng.uniform(*cfg.body_saturation), rng.uniform(0.45, 0.85))
+    tint = _hsv(_class_hue(tint_class, cfg.num_classes), 0.9, 0.9)
+    return (1 - cfg.body_tint) * base + cfg.body_tint * tint
+
+
+def _background(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, label: int
+                ) -> np.ndarray:
+    """Chromatic low-frequency field plus flat clutter shapes, styled by a (correlated) class."""
+    n, size = cfg.num_classes, cfg.image_size
+    style = label if rng.random() < cfg.background_correlation else int(rng.integers(n))
+    hue0 = _background_hue(style, n)
+    sat_lo, sat_hi = cfg.clutter_saturation
+    coarse = np.stack([
+        np.stack([_hsv(hue0 + rng.normal(0, 0.08), rng.uniform(sat_lo, sat_hi),
+                       rng.uniform(0.35, 0.85)) for _ in range(4)]) for _ in range(4)])
+    img = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    for _ in range(rng.integers(cfg.clutter_shapes[0], cfg.clutter_shapes[1] + 1)):
+        cx, cy = rng.uniform(0, size, 2)
+        w, h = rng.uniform(*cfg.clutter_size, 2) * size
+        angle = rng.uniform(0, math.pi)
+        shape = canvas.ellipse(cx, cy, w, h, angle) if rng.random() < 0.5 else \
+            canvas.rect(cx, cy, w, h / 2, angle)
+        _paint(img, shape, _hsv(hue0 + rng.normal(0, 0.15), rng.uniform(sat_lo, sat_hi),
+                                rng.uniform(0.3, 0.9)))
+    return img
+
+
+def _bird(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, scale: float, aspect: float,
+          cx: float, cy: float, angle: float, facing: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Masks of the body+tail and of the head; returns (body_mask, head_mask, head_centre)."""
+    a, b = scale, scale * aspect
+    body = canvas.ellipse(cx, cy, a, b, angle)
+    u, v = canvas.frame(cx, cy, angle)
+    u = u * facing  # +u points to the head
+    tail = (u <= -0.75 * a) & (u >= -1.45 * a) & (np.abs(v) <= 0.35 * b + 0.6 * (-u - 0.75 * a))
+    body_area = math.pi * a * b * 1.15
+    r_head = max(cfg.min_head_radius, math.sqrt(cfg.head_fraction * body_area / math.pi))
+    hx = cx + facing * math.cos(angle) * (a + 0.35 * r_head)
+    hy = cy + facing * math.sin(angle) * (a + 0.35 * r_head)
+    head = canvas.disc(hx, hy, r_head)
+    return (body | tail) & ~head, head, (hx, hy)
+
+
+def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
+           canvas: _Canvas | None = None) -> Rendered:
+    """Draw one image of class `label` with its exact object and head masks."""
+    size = cfg.image_size
+    canvas = canvas or _Canvas(size)
+    img = _background(rng, cfg, canvas, label)
+
+    # Distractors first, so the object may occlude them: body texture, random tint, no head.
+    for _ in range(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)):
+        area = math.exp(rng.uniform(*np.log(cfg.object_area))) * rng.uniform(*cfg.distractor_scale)
+        a = size * math.sqrt(area / 3.0)
+        dx, dy, ang = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(-math.pi, math.pi)
+        frag = canvas.ellipse(dx, dy, a, a * rng.uniform(*cfg.aspect), ang)
+        _paint(img, frag, _body_color(rng, cfg, int(rng.integers(cfg.num_classes))),
+               _stripes(canvas, dx, dy, ang, rng.uniform(0.35, 0.6) * a, rng.uniform(0, 6.3)))
+
+    # The object: log-uniform box area, free orientation, uniform placement, some cut by a border.
+    for _attempt in range(20):
+        area = math.exp(rng.uniform(*np.log(cfg.object_area)))
+        aspect = rng.uniform(*cfg.aspect)
+        scale = size * math.sqrt(area / (8.0 * aspect))  # calibrated: mean GT area ~15%
+        angle = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+        facing = 1 if rng.random() < 0.5 else -1
+        half_w, half_h = 1.45 * scale, 1.45 * scale * max(aspect, abs(math.sin(angle)))
+        if rng.random() < cfg.border_prob:  # push the object across one border
+            cx, cy = rng.uniform(half_w, size - half_w), rng.uniform(half_h, size - half_h)
+            side = int(rng.integers(4))
+            cut = rng.uniform(0.1, 0.4)
+            if side == 0:
+                cx = half_w * (1 - 2 * cut)
+            elif side == 1:
+                cx = size - half_w * (1 - 2 * cut)
+            elif side == 2:
+                cy = half_h * (1 - 2 * cut)
+            else:
+                cy = size - half_h * (1 - 2 * cut)
+        else:
+            cx = rng.uniform(min(half_w, size / 2), max(size - half_w, size / 2))
+            cy = rng.uniform(min(half_h, size / 2), max(size - half_h, size / 2))
+        body, head, (hx, hy) = _bird(rng, cfg, canvas, scale, aspect, cx, cy, angle, facing)
+        if 1 <= hx < size - 1 and 1 <= hy < size - 1 and head.sum() >= 9:
+            break  # the head (the class evidence) must be visible
+    period = rng.uniform(0.35, 0.6) * scale
+    _paint(img, body, _body_color(rng, cfg, label),
+           _stripes(canvas, cx, cy, angle, period, rng.uniform(0, 6.3)))
+    head_rgb = _hsv(_class_hue(label, cfg.num_classes)
+                    + rng.normal(0, cfg.hue_jitter_deg / 360.0),
+                    rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
+    _paint(img, head, head_rgb)
+    if cfg.eye:
+        r_eye = max(0.8, 0.3 * math.sqrt(head.sum() / math.pi))
+        _paint(img, canvas.disc(hx, hy, r_eye) & head, np.zeros(3, np.float32))
+
+    img = img + rng.normal(0, cfg.pixel_noise, img.shape).astype(np.float32)
+    image = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    mask = body | head
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    return Rendered(image=image, mask=mask, head=head, box=box)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def class_names(cfg: SynthConfig) -> tuple[str, ...]:
+    return tuple(f"{c + 1:03d}.Synthbird_{c + 1:03d}" for c in range(cfg.num_classes))
+
+
+def _file_name(split: str, index: int) -> str:
+    return f"Synthbird_{split}_{index:05d}.jpg"
+
+
+def _png_bytes(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _render_chunk(args: tuple[SynthConfig, str, int, int, str]) -> list[tuple]:
+    """Render and write images `[start, stop)` of one split; returns their annotations."""
+    cfg, split, start, stop, out = args
+    out_dir, names, canvas, rows = Path(out), class_names(cfg), _Canvas(cfg.image_size), []
+    split_key = SPLITS.index(split)
+    for index in range(start, stop):
+        label = index % cfg.num_classes
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index]))
+        sample = render(cfg, label, rng, canvas)
+        rel = f"{names[label]}/{_file_name(split, index)}"
+        image_dir, mask_dir, head_dir = _split_dirs(out_dir, split)
+        for folder in (image_dir, mask_dir, head_dir):
+            (folder / names[label]).mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        # 4:4:4 chroma: 4:2:0 subsampling would smear the small head's hue (the class cue).
+        Image.fromarray(sample.image).save(buf, format="JPEG", quality=cfg.jpeg_quality,
+                                           subsampling=0)
+        (image_dir / rel).write_bytes(buf.getvalue())
+        png_rel = Path(rel).with_suffix(".png")
+        (mask_dir / png_rel).write_bytes(_png_bytes(sample.mask))
+        (head_dir / png_rel).write_bytes(_png_bytes(sample.head))
+        rows.append((split, index, rel, label, sample.box))
+    return rows
+
+
+def _split_dirs(root: Path, split: str) -> tuple[Path, Path, Path]:
+    """(images, object masks, head masks) folders of a split, as the readers expect them."""
+    if split == "fullsup":
+        return root / "CUBV2", root / "CUBV2_segmentations", root / "CUBV2_heads"
+    return root / "CUB_200_2011" / "images", root / "segmentations", root / "heads"
+
+
+def generate(cfg: SynthConfig, out: Path | str, workers: int = 2) -> Path:
+    """Write the dataset into `out` (atomically: the folder appears only when complete)."""
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        jobs = []
+        for split in SPLITS:
+            n = cfg.count(split)
+            step = max(1, math.ceil(n / (4 * max(workers, 1))))
+            jobs += [(cfg, split, s, min(n, s + step), str(tmp)) for s in range(0, n, step)]
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                rows = [r for chunk in pool.map(_render_chunk, jobs) for r in chunk]
+        else:
+            rows = [r for job in jobs for r in _render_chunk(job)]
+        _write_annotations(cfg, tmp, rows)
+    return out
+
+
+def _write_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
+    cub = root / "CUB_200_2011"
+    names = class_names(cfg)
+    (cub / "classes.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    cub_rows = [r for r in rows if r[0] != "fullsup"]
+    lines: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes")}
+    for image_id, (split, _i, rel, label, (x0, y0, x1, y1)) in enumerate(cub_rows, start=1):
+        lines["images"].append(f"{image_id} {rel}")
+        lines["labels"].append(f"{image_id} {label + 1}")
+        lines["split"].append(f"{image_id} {int(split == 'train')}")
+        # CUB stores x y w h with x + w = the inclusive right edge (protocols.md §2.1).
+        lines["boxes"].append(f"{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}")
+    for key, file in (("images", "images.txt"), ("labels", "image_class_labels.txt"),
+                      ("split", "train_test_split.txt"), ("boxes", "bounding_boxes.txt")):
+        (cub / file).write_text("\n".join(lines[key]) + "\n")
+    (cub / "README").write_text("synth-cub: procedurally generated by wsolbench in the "
+                                "CUB-200-2011 layout. Not real data.\n")
+    size = cfg.image_size
+    fullsup = [Record(image_id=rel, path=root / "CUBV2" / rel, label=label, size=(size, size),
+                      boxes=np.asarray([box], dtype=np.int64))
+               for split, _i, rel, label, box in rows if split == "fullsup"]
+    write_metadata(root / "metadata" / "CUB" / "val", fullsup)
+    (root / "synth.json").write_text(json.dumps(
+        {"generator_version": GENERATOR_VERSION, "config": asdict(cfg)}, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- plugin
+
+
+def default_data_dir() -> Path:
+    return Path("results") / "data"
+
+
+class SynthCUBDataset:
+    """The embedded default: generated on first use into `results/data/synth-cub-<hash>/`."""
+
+    name = "synth-cub"
+    config_class = SynthConfig
+
+    @classmethod
+    def root_for(cls, cfg: SynthConfig, data_dir: Path | str | None = None) -> Path:
+        return Path(data_dir or default_data_dir()) / f"{cls.name}-{cfg.digest()}"
+
+    @classmethod
+    def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
+             workers: int = 2, **_ignored) -> WSOLData:
+        cfg = config or SynthConfig()
+        path = cls.root_for(cfg, root)
+        if not (path / "synth.json").is_file():
+            generate(cfg, path, workers=workers)
+        stored = json.loads((path / "synth.json").read_text())
+        if stored.get("generator_version") != GENERATOR_VERSION:
+            raise WsolbenchError(f"{path} was written by another generator version; delete it")
+        names, train, test = read_cub(path)
+        fullsup = read_metadata(path / "metadata" / "CUB" / "val", path / "CUBV2",
+                                mask_root=path / "CUBV2_segmentations")
+        return WSOLData(
+            name=cls.name, class_names=names, root=path, info={"synth": asdict(cfg)},
+            train=_with_heads(train, path / "heads"), test=_with_heads(test, path / "heads"),
+            fullsup=_with_heads(fullsup, path / "CUBV2_heads"))
+
+
+def _with_heads(records: tuple[Record, ...], head_dir: Path) -> tuple[Record, ...]:
+    return tuple(replace(r, part_mask_path=head_dir / Path(r.image_id).with_suffix(".png"))
+                 for r in records)

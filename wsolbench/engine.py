@@ -1,0 +1,269 @@
+"""Training, localization and evaluation loops; checkpoints; seeds.
+
+Determinism: every epoch reseeds python/numpy/torch from `(seed, stage, epoch)` and shuffles
+with its own generator, so a run resumed from the checkpoint of epoch e continues exactly as
+the uninterrupted run would have (on CPU; CUDA kernels may still differ in the last bits).
+No choice is made on the test split: the last checkpoint is evaluated, and the `fair`
+protocol takes its CAM threshold from the train-fullsup split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from wsolbench.data.records import Record
+from wsolbench.data.torch_dataset import RecordDataset, build_transform
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_save
+from wsolbench.method import WSOLMethod
+from wsolbench.protocol import EvalBatch, Protocol
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic() -> None:
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WsolbenchError("--device cuda: no CUDA device is available on this machine")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise WsolbenchError(f"--device must be cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    stage_index: int = 0
+    epoch: int = 0  # last finished epoch of the current stage (1-based; 0 = none yet)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.optim.Optimizer
+                       | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"method": method.name, "num_classes": method.num_classes,
+            "config": dataclasses.asdict(method.config), "model": method.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "train_state": dataclasses.asdict(state), **extra}
+
+
+def load_checkpoint(path: Path | str, method: WSOLMethod) -> dict[str, Any]:
+    """Load a checkpoint into `method`, refusing one from another method or class count."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsolbenchError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise WsolbenchError(f"{path}: not a readable wsolbench checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise WsolbenchError(f"{path}: not a wsolbench checkpoint (no 'model' entry)")
+    if ckpt.get("method") != method.name:
+        raise WsolbenchError(f"{path}: checkpoint of method {ckpt.get('method')!r}, "
+                             f"not {method.name!r}")
+    if ckpt.get("num_classes") != method.num_classes:
+        raise WsolbenchError(f"{path}: checkpoint has {ckpt.get('num_classes')} classes, the "
+                             f"dataset has {method.num_classes}")
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise WsolbenchError(f"{path}: weights do not fit this {method.name} configuration: "
+                             f"{str(exc).splitlines()[0]}") from None
+    return ckpt
+
+
+def _make_optimizer(method: WSOLMethod, params, cfg) -> torch.optim.Optimizer:
+    """One group per learning-rate ratio (`method.lr_ratios()`: e.g. 10x for a new head)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise WsolbenchError("this training stage has no trainable parameter")
+    ratios = method.lr_ratios()
+    wanted = {id(p) for p in params}
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in method.named_parameters():
+        if id(p) in wanted:
+            ratio = next((r for prefix, r in ratios.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(ratio, []).append(p)
+    param_groups = [{"params": ps, "lr_ratio": r, "lr": cfg.lr * r} for r, ps in groups.items()]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, device: torch.device,
+          seed: int, resume: bool = False, num_workers: int = 0,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          stop_after_epochs: int | None = None) -> TrainState:
+    """Train every stage of `method` on `records`; a checkpoint after each epoch.
+
+    Args:
+        run_dir: where `checkpoint.pt` lives (read with `resume`, rewritten each epoch).
+        on_epoch: called with each epoch's log row (loss, accuracy, lr, time).
+        stop_after_epochs: stop after this many epochs in this call (tests kill runs midway).
+    """
+    cfg = method.config
+    method.to(device)
+    state, opt_state = TrainState(), None
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path, method)
+        state = TrainState(**ckpt["train_state"])
+        opt_state = ckpt.get("optimizer")
+    dataset = RecordDataset(records, build_transform(True, cfg.image_size, cfg.resize_size,
+                                                     cfg.mean, cfg.std))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    epochs_run = 0
+    for stage_index, stage in enumerate(method.stages()):
+        if stage_index < state.stage_index:
+            continue
+        params = list(method.begin_stage(stage))
+        optimizer = _make_optimizer(method, params, cfg)
+        if opt_state is not None and stage_index == state.stage_index:
+            optimizer.load_state_dict(opt_state)
+        start = state.epoch + 1 if stage_index == state.stage_index else 1
+        state.stage_index = stage_index
+        for epoch in range(start, cfg.epochs + 1):
+            if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                return state
+            row = _train_epoch(method, dataset, optimizer, criterion, cfg, stage, stage_index,
+                               epoch, seed, device, num_workers)
+            state.epoch = epoch
+            state.history.append(row)
+            atomic_save(ckpt_path, lambda p: torch.save(
+                checkpoint_payload(method, state, optimizer, {"seed": seed}), p))
+            epochs_run += 1
+            if on_epoch:
+                on_epoch(row)
+        state.epoch = 0
+        opt_state = None
+    state.stage_index = len(method.stages())
+    return state
+
+
+def _train_epoch(method, dataset, optimizer, criterion, cfg, stage, stage_index, epoch, seed,
+                 device, num_workers) -> dict[str, Any]:
+    epoch_seed = (seed * 1_000_003 + stage_index * 10_007 + epoch) % 2**31
+    seed_everything(epoch_seed)
+    lr = cfg.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_ratio"]
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(
+                            epoch_seed), persistent_workers=False)
+    method.train()
+    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"{method.name} {stage} epoch {epoch}/{cfg.epochs}", leave=False,
+               dynamic_ncols=True)
+    for images, labels, _ in bar:
+        images, labels = images.to(device), labels.to(device)
+        logits = method.training_logits(images, stage)
+        loss = criterion(logits, labels)
+        if not math.isfinite(loss.item()):
+            raise WsolbenchError(f"training diverged (loss {loss.item()}) at epoch {epoch}; "
+                                 "lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    return {"stage": stage, "epoch": epoch, "lr": lr, "loss": total_loss / seen,
+            "train_acc": 100.0 * correct / seen, "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class Predictions:
+    """Everything evaluation needs from a model on one split (numpy, in record order)."""
+
+    image_ids: list[str]
+    maps: np.ndarray  # float32 [N, h, w], raw GT-class maps
+    logits: np.ndarray  # float32 [N, K]
+    labels: np.ndarray  # int64 [N]
+
+    def save(self, path: Path) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a handle: numpy would append ".npz" to a path
+                np.savez_compressed(handle, image_ids=np.asarray(self.image_ids),
+                                    maps=self.maps, logits=self.logits, labels=self.labels)
+
+        atomic_save(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> Predictions:
+        with np.load(path) as z:
+            return cls(list(z["image_ids"]), z["maps"], z["logits"], z["labels"])
+
+
+@torch.no_grad()
+def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.device,
+            batch_size: int = 128, num_workers: int = 0, desc: str = "localize") -> Predictions:
+    """Raw GT-class maps and logits for every record (test transform: square resize)."""
+    cfg = method.config
+    dataset = RecordDataset(records, build_transform(False, cfg.image_size, cfg.resize_size,
+                                                     cfg.mean, cfg.std))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    method.to(device).eval()
+    maps, logits = [], []
+    for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        out = method.localize(images.to(device), labels.to(device))
+        maps.append(out.maps.float().cpu().numpy())
+        logits.append(out.logits.float().cpu().numpy())
+    return Predictions(image_ids=[r.image_id for r in records], maps=np.concatenate(maps),
+                       logits=np.concatenate(logits),
+                       labels=np.asarray([r.label for r in records], dtype=np.int64))
+
+
+def read_mask(path: Path | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L")) > 0
+    except Exception as exc:
+        raise WsolbenchError(f"{path}: cannot read mask ({exc})") from None
+
+
+def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Sequence[np.ndarray],
+             logits: np.ndarray | None = None, chunk: int = 256,
+             desc: str = "evaluate") -> None:
+    """Feed `(records, maps, logits)` to every protocol in chunks (protocols accumulate)."""
+    if len(records) != len(maps):
+        raise WsolbenchError(f"{len(records)} records but {len(maps)} maps")
+    want_masks = any(p.needs_masks for p in protocols)
+    for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True):
+        part = records[start:start + chunk]
+        batch = EvalBatch(
+            image_ids=[r.image_id for r in part], maps=list(maps[start:start + chunk]),
+            labels=np.asarray([r.label for r in part], dtype=np.int64),
+            boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
+            logits=None if logits is None else logits[start:start + chunk],
+            masks=[read_mask(r.mask_path) for r in part] if want_masks else None)
+        for protocol in protocols:
+            protocol.update(batch)

@@ -1,0 +1,171 @@
+"""The method interface every plugin implements (STYLE.md §2–3).
+
+A method is an `nn.Module` with fixed return types: `forward(images)` gives logits `[B, K]`,
+`localize(images, labels)` gives raw maps `[B, h, w]` for the classes asked, plus the logits.
+Nothing switches its return type on `self.training`. Maps are raw: no ReLU, resize or
+normalization inside a method; `wsolbench.postprocess` is the one place that does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from wsolbench.errors import WsolbenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Architecture, input and training recipe of one method; logged as flat params.
+
+    Subclasses add their own fields. `lr_step_mode='period'` reproduces the official
+    TS-CAM/TRT rule (lr *= factor whenever `epoch % step == 0`, epochs from 1), `'milestone'`
+    the usual one-time decay at each listed epoch.
+    """
+
+    image_size: int = 64
+    resize_size: int = 72
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    epochs: int = 8
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lr_steps: tuple[int, ...] = ()
+    lr_factor: float = 0.1
+    lr_step_mode: str = "milestone"
+    label_smoothing: float = 0.0
+    cam_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise WsolbenchError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.lr_step_mode not in ("milestone", "period"):
+            raise WsolbenchError(f"lr_step_mode must be 'milestone' or 'period', "
+                                 f"got {self.lr_step_mode!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8:
+            raise WsolbenchError("epochs and batch_size must be >= 1 and image_size >= 8")
+        if self.resize_size < self.image_size:
+            raise WsolbenchError(f"resize_size ({self.resize_size}) must be >= image_size "
+                                 f"({self.image_size}): training crops image_size from it")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for 1-based `epoch` under the configured step rule."""
+        if self.lr_step_mode == "milestone":
+            decays = sum(epoch >= s for s in self.lr_steps)
+        else:  # official repos: checked at the start of every epoch, compounding
+            decays = sum(1 for e in range(1, epoch + 1) for s in self.lr_steps if e % s == 0)
+        return self.lr * self.lr_factor ** decays
+
+
+class Localization(NamedTuple):
+    """What `localize` returns: raw maps `float32 [B, h, w]` and logits `float32 [B, K]`."""
+
+    maps: torch.Tensor
+    logits: torch.Tensor
+
+
+class WSOLMethod(nn.Module):
+    """Base class of method plugins. Subclasses set `name`, `config_class`, `presets`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    presets: ClassVar[dict[str, MethodConfig]] = {}
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    # Training stages. Most methods have one; TRT trains in two (methods.md §1.1).
+    def stages(self) -> tuple[str, ...]:
+        return ("train",)
+
+    def begin_stage(self, stage: str) -> Iterator[nn.Parameter]:
+        """Prepare for `stage` and return the parameters it trains."""
+        return iter(p for p in self.parameters() if p.requires_grad)
+
+    def lr_ratios(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter-name prefix (default: none)."""
+        return {}
+
+    def training_logits(self, images: torch.Tensor, stage: str) -> torch.Tensor:
+        return self(images)
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+        """Load backbone weights; returns the dropped/missing key lists it tolerated."""
+        raise WsolbenchError(f"method {self.name!r} cannot load pretrained weights")
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
+    """A state dict from a local `.pth`/`.pt`/`.bin` or `.safetensors` file (never a hub).
+
+    Accepts the common wrappers (`{'model': ...}`, `{'state_dict': ...}`) and strips the
+    `module.` prefix DataParallel checkpoints carry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WsolbenchError(f"pretrained weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WsolbenchError(f"{path}: not a readable weights file ({exc})") from None
+    for wrapper in ("model", "state_dict", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WsolbenchError(f"{path}: expected a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str,
+                  allow_missing: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Load `state` into `module`, dropping shape-mismatched keys (a new head).
+
+    Missing keys other than those starting with an `allow_missing` prefix, and a file that
+    matches nothing, are errors that list the keys.
+    """
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    unexpected = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in usable and not k.startswith(allow_missing)
+                     and not k.endswith("num_batches_tracked"))
+    if not usable or missing:
+        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        extra = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
+        raise WsolbenchError(f"{source}: weights do not fit this model; missing keys: "
+                             f"[{shown}]; unexpected keys: [{extra}]")
+    module.load_state_dict(usable, strict=False)
+    return {"dropped_shape_mismatch": mismatched, "unexpected": unexpected}

@@ -1,0 +1,51 @@
+"""The one place raw maps are resized and normalized (STYLE.md §6).
+
+Two conventions exist and both are reproduced, each named after its source:
+
+- `wsolevaluation`: float64, OpenCV bicubic resize to `size x size`, then NaN -> zeros,
+  exactly constant -> zeros, else min-max to [0, 1] (shared/spec/protocols.md §3.2).
+  The float64 bicubic resize is what turns a constant 0.7 map into ulp-level ripples that
+  normalization blows up into noise; matching upstream needs exactly this order of steps.
+- `official` (TS-CAM / TRT `lib/cams_deit.py`): float32, OpenCV bilinear resize, min-max
+  without a constant guard, so a constant map becomes NaN (protocols.md §6).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from wsolbench.errors import WsolbenchError
+
+
+def validate_map(raw: np.ndarray, what: str = "map") -> None:
+    """Loudly refuse what no protocol can evaluate: not 2-D, empty, or not a float array."""
+    if raw.ndim != 2 or raw.size == 0:
+        raise WsolbenchError(f"{what}: expected a 2-D score map, got shape {raw.shape}")
+    if not np.issubdtype(raw.dtype, np.floating):
+        raise WsolbenchError(f"{what}: expected a float map, got dtype {raw.dtype}")
+
+
+def scoremap_wsolevaluation(raw: np.ndarray, size: int = 224) -> np.ndarray:
+    """float64 `[size, size]` in [0, 1] from a raw map `[h, w]`, as wsolevaluation builds it."""
+    resized = cv2.resize(raw.astype(np.float64), (size, size), interpolation=cv2.INTER_CUBIC)
+    if np.isnan(resized).any():
+        return np.zeros_like(resized)
+    lo, hi = resized.min(), resized.max()
+    if lo == hi:
+        return np.zeros_like(resized)
+    resized = resized - lo
+    return resized / resized.max()
+
+
+def scoremap_official(raw: np.ndarray, size: int = 224) -> np.ndarray:
+    """float32 `[size, size]` as TS-CAM/TRT compute it; NaN where the map was constant."""
+    resized = cv2.resize(raw.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    lo, hi = resized.min(), resized.max()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (resized - lo) / (hi - lo)
+
+
+def quantize(score: np.ndarray) -> np.ndarray:
+    """uint8 `trunc(255 * s)`; NaN -> 0 (what numpy's cast gave the official code on x86)."""
+    return np.nan_to_num(score * 255.0, nan=0.0).astype(np.uint8)

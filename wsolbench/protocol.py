@@ -1,0 +1,122 @@
+"""The protocol interface, shaped like torchmetrics' `Metric` (STYLE.md §5).
+
+`update(batch)` adds into fixed-size integer counters, `compute()` is pure, `reset()` clears,
+`merge(other)` adds the counters of a shard computed elsewhere (another process or rank), so
+one batch, many batches and merged shards give identical results.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from wsolbench.errors import WsolbenchError
+from wsolbench.postprocess import validate_map
+
+
+@dataclass
+class EvalBatch:
+    """What protocols consume, in numpy (one entry per image).
+
+    Attributes:
+        image_ids: wsolevaluation-style ids.
+        maps: raw maps of the GT class, each float `[h, w]` (any resolution).
+        labels: int `[B]` GT classes.
+        boxes: per image, int `[n, 4]` inclusive GT boxes in original pixels.
+        sizes: int `[B, 2]` original `(W, H)`.
+        logits: float `[B, K]`, or None when only maps are evaluated (`evaluate-maps`).
+        masks: per image, bool `[H, W]` original-resolution foreground, or None.
+    """
+
+    image_ids: list[str]
+    maps: list[np.ndarray]
+    labels: np.ndarray
+    boxes: list[np.ndarray]
+    sizes: np.ndarray
+    logits: np.ndarray | None = None
+    masks: list[np.ndarray | None] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.image_ids)
+        lengths = {"maps": len(self.maps), "labels": len(self.labels), "boxes": len(self.boxes),
+                   "sizes": len(self.sizes)}
+        if self.logits is not None:
+            lengths["logits"] = len(self.logits)
+        bad = {k: v for k, v in lengths.items() if v != n}
+        if bad:
+            raise WsolbenchError(f"evaluation batch of {n} ids has mismatched lengths: {bad}")
+        for image_id, raw in zip(self.image_ids, self.maps):
+            validate_map(np.asarray(raw), f"map of {image_id!r}")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+class Protocol(ABC):
+    """Base of protocol plugins: integer counters in `self.state`, `self.n` images seen."""
+
+    name: ClassVar[str]
+    needs_logits: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.reset()
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The resolved parameters; written into every results JSON."""
+
+    @abstractmethod
+    def _empty_state(self) -> dict[str, np.ndarray]:
+        """Zeroed counters of fixed shape."""
+
+    @abstractmethod
+    def _update(self, batch: EvalBatch) -> None:
+        """Add the batch into `self.state` (in place)."""
+
+    @abstractmethod
+    def _compute(self) -> dict[str, Any]:
+        """Results from the counters (never mutates them)."""
+
+    def reset(self) -> None:
+        self.state = self._empty_state()
+        self.n = 0
+
+    def update(self, batch: EvalBatch) -> None:
+        if self.needs_logits and batch.logits is None:
+            raise WsolbenchError(f"protocol {self.name!r} needs class scores (logits)")
+        if self.needs_masks and (batch.masks is None or any(m is None for m in batch.masks)):
+            raise WsolbenchError(f"protocol {self.name!r} needs GT masks for every image")
+        self._update(batch)
+        self.n += len(batch)
+
+    def compute(self) -> dict[str, Any]:
+        if self.n == 0:
+            raise WsolbenchError(f"protocol {self.name!r}: no image was evaluated (empty split)")
+        return {"protocol": self.name, "n_images": self.n, "params": self.params(),
+                **self._compute()}
+
+    def merge(self, other: Self) -> Self:
+        """Add another shard's counters into this one (same protocol and parameters)."""
+        if type(other) is not type(self) or other.params() != self.params():
+            raise WsolbenchError(f"cannot merge {other.name!r} {other.params()} into "
+                                 f"{self.name!r} {self.params()}")
+        for key, value in other.state.items():
+            self.state[key] = self.state[key] + value
+        self.n += other.n
+        return self
+
+
+def percent(count: np.ndarray | int, n: int) -> np.ndarray | float:
+    """Counts to percent, as wsolevaluation reports (`count * 100 / n`)."""
+    return np.asarray(count, dtype=np.float64) * 100.0 / n
+
+
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """bool `[B]`: the label is among the k highest scores (ties broken by argsort order)."""
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)

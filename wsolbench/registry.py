@@ -1,0 +1,60 @@
+"""Plugin registry backed by Python entry points.
+
+Built-in and third-party plugins enter the same way: an entry point in one of the groups
+`wsolbench.methods`, `wsolbench.protocols`, `wsolbench.datasets`. Listing reads only the
+installed distributions' metadata; the plugin module is imported when a plugin is fetched,
+so `wsolbench list methods` never imports torch. Unlike timm's registry (which warns), a
+name registered twice is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from wsolbench.errors import WsolbenchError
+
+KINDS = ("methods", "protocols", "datasets")
+
+
+def _group(kind: str) -> str:
+    if kind not in KINDS:
+        raise WsolbenchError(f"unknown plugin kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return f"wsolbench.{kind}"
+
+
+@cache
+def _entry_points(kind: str) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=_group(kind)):
+        previous = found.get(ep.name)
+        if previous is not None and previous.value != ep.value:
+            raise WsolbenchError(
+                f"{kind[:-1]} {ep.name!r} is registered twice: {previous.value} and {ep.value}"
+            )
+        found[ep.name] = ep
+    return found
+
+
+def list_plugins(kind: str, pattern: str = "*") -> list[str]:
+    """Names registered for `kind`, sorted, filtered by a shell-style wildcard."""
+    return sorted(n for n in _entry_points(kind) if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_plugin(kind: str, name: str) -> Any:
+    """Import and return the object an entry point names (a class or factory)."""
+    eps = _entry_points(kind)
+    if name not in eps:
+        close = difflib.get_close_matches(name, list(eps), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise WsolbenchError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known})")
+    return eps[name].load()
+
+
+def clear_cache() -> None:
+    """Forget the cached entry points (tests that install plugins on the fly use this)."""
+    _entry_points.cache_clear()

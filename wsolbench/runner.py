@@ -1,0 +1,326 @@
+"""`wsolbench run`: dataset -> train -> localize -> every protocol -> results JSON + MLflow.
+
+Outputs land in `results/runs/<dataset>/<method>/<seed>/`: `config.json` (resolved config,
+git commit, package versions), `checkpoint.pt`, `predictions_{test,fullsup}.npz` (raw maps
+and logits, for re-evaluation without the model), `results.json`, `grid.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsolbench import __version__
+from wsolbench.config import apply_overrides, flatten
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_write_json
+from wsolbench.registry import get_plugin
+
+GRID_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `wsolbench run` was asked to do (the CLI fills it)."""
+
+    method: str
+    dataset: str
+    seed: int = 0
+    preset: str | None = None
+    device: str = "cpu"
+    data_root: Path | None = None
+    fullsup_metadata: Path | None = None
+    fullsup_images: Path | None = None
+    results_dir: Path = Path("results")
+    overrides: dict[str, str] = field(default_factory=dict)
+    dataset_overrides: dict[str, str] = field(default_factory=dict)
+    pretrained: Path | None = None
+    pretrained_sha256: str | None = None
+    resume: bool = False
+    num_workers: int = 0
+    mlflow: bool = True
+    box_step: float = 0.001  # MaxBoxAccV2 tau step (wsolevaluation's training config)
+    curve_step: float = 0.01  # Top-k/GT-known Loc tau grid for the fair protocol
+    baselines: bool = True
+
+
+def package_versions() -> dict[str, str]:
+    import cv2
+    import timm
+    import torch
+
+    return {"wsolbench": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
+            "opencv": cv2.__version__}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5,
+                               cwd=Path(__file__).resolve().parent).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def load_dataset(opts: RunOptions):
+    """The dataset plugin's `WSOLData` (synth generates on first use)."""
+    plugin = get_plugin("datasets", opts.dataset)
+    kwargs: dict[str, Any] = {}
+    config_class = getattr(plugin, "config_class", None)
+    if config_class is not None:
+        kwargs["config"] = apply_overrides(config_class(), opts.dataset_overrides)
+    elif opts.dataset_overrides:
+        raise WsolbenchError(f"dataset {opts.dataset!r} takes no --data-set overrides")
+    if opts.fullsup_metadata:
+        kwargs["fullsup_metadata"] = opts.fullsup_metadata
+    if opts.fullsup_images:
+        kwargs["fullsup_images"] = opts.fullsup_images
+    root = opts.data_root
+    if root is None and config_class is not None:
+        root = opts.results_dir / "data"
+    return plugin.load(root, **kwargs)
+
+
+def build_method(name: str, preset: str | None, dataset: str, overrides: dict[str, str],
+                 num_classes: int):
+    """Instantiate a method plugin from a preset plus `key=value` overrides."""
+    method_cls = get_plugin("methods", name)
+    preset = preset or ("synth" if dataset.startswith("synth") else dataset)
+    if preset not in method_cls.presets:
+        raise WsolbenchError(f"method {name!r} has no preset {preset!r}; "
+                             f"presets: {', '.join(sorted(method_cls.presets))}")
+    config = apply_overrides(method_cls.presets[preset], overrides)
+    return method_cls(config, num_classes), preset
+
+
+def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
+    """Every protocol on one split's predictions; returns protocol objects' results."""
+    from wsolbench.engine import evaluate
+
+    protocols = {
+        "classification": get_plugin("protocols", "classification")(),
+        "paper": get_plugin("protocols", "loc_acc")(cam_threshold=cfg.cam_threshold,
+                                                    curve_step=opts.curve_step),
+        "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.box_step),
+        "maxboxacc": get_plugin("protocols", "maxboxacc")(),
+    }
+    if records and all(r.mask_path is not None for r in records):
+        protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.box_step)
+    evaluate(list(protocols.values()), records, preds.maps, preds.logits)
+    return protocols
+
+
+def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+    """Thresholds chosen on train-fullsup, applied to test (never chosen on test)."""
+    tau = fullsup["paper"].best_threshold()
+    out = {"selected_on": "fullsup", **test["paper"].at_threshold(tau)}
+    box_full, box_test = fullsup["maxboxacc_v2"], test["maxboxacc_v2"]
+    correct_full, correct_test = box_full.state["correct"], box_test.state["correct"]
+    per_iou = {}
+    for row, delta in enumerate(box_test.iou_thresholds):
+        index = int(np.argmax(correct_full[row]))
+        per_iou[str(delta)] = {"threshold": float(box_test.thresholds[index]),
+                               "acc": float(correct_test[row, index] * 100.0 / box_test.n)}
+    out["boxacc_v2"] = {"mean": float(np.mean([v["acc"] for v in per_iou.values()])),
+                        "per_iou": per_iou}
+    return out
+
+
+def run_baselines(records, opts: RunOptions) -> dict[str, Any]:
+    from wsolbench.baselines import available, baseline_maps
+    from wsolbench.engine import evaluate
+
+    out = {}
+    for name in available(records):
+        protocol = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.box_step)
+        evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}")
+        out[name] = {"maxboxacc_v2": protocol.compute()["mean"]}
+    return out
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the summary table printed after a run (method vs. baselines)."""
+    m = results["metrics"]
+    test = m["test"]
+    rows = [{"map": results["method"], "top1_cls": test["classification"]["top1_cls"],
+             "top1_loc": test["paper"]["top1_loc"], "top5_loc": test["paper"]["top5_loc"],
+             "gt_known_loc": test["paper"]["gt_known_loc"],
+             "gt_known_loc_fair": m["fair"]["gt_known_loc"],
+             "maxboxacc_v2": test["maxboxacc_v2"]["mean"]},
+            {"map": "whole-image box", "top1_loc": test["paper"]["whole_image"]["top1_loc"],
+             "top5_loc": test["paper"]["whole_image"]["top5_loc"],
+             "gt_known_loc": test["paper"]["whole_image"]["gt_known_loc"],
+             "maxboxacc_v2": test["maxboxacc_v2"]["whole_image"]["mean"]}]
+    for name, value in m.get("baselines", {}).items():
+        rows.append({"map": f"baseline: {name}", **value})
+    return rows
+
+
+def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
+    """Train, evaluate and record one (method, dataset, seed); returns the results dict."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
+    import torch
+
+    from wsolbench.engine import resolve_device, set_deterministic, train
+    from wsolbench.figures import localization_grid
+    from wsolbench.method import read_state_dict, sha256_file
+    from wsolbench.tracking import MLflowTracker, NullTracker
+
+    device = resolve_device(opts.device)
+    t_start = time.perf_counter()
+    data = load_dataset(opts)
+    check_splits(data)
+    set_deterministic()
+    torch.manual_seed(opts.seed)  # model initialisation
+    method, preset = build_method(opts.method, opts.preset, opts.dataset, opts.overrides,
+                                  data.num_classes)
+    cfg = method.config
+    pretrained: dict[str, Any] = {}
+    if opts.pretrained:
+        digest = sha256_file(opts.pretrained)
+        if opts.pretrained_sha256 and digest != opts.pretrained_sha256.lower():
+            raise WsolbenchError(f"{opts.pretrained}: SHA-256 {digest} does not match "
+                                 f"--pretrained-sha256 {opts.pretrained_sha256}")
+        report = method.load_pretrained(read_state_dict(opts.pretrained))
+        pretrained = {"path": str(opts.pretrained), "sha256": digest, **report}
+
+    run_dir = opts.results_dir / "runs" / data.name / opts.method / str(opts.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {"method": opts.method, "dataset": data.name, "seed": opts.seed, "preset": preset,
+                "device": opts.device, "config": dataclasses.asdict(cfg),
+                "dataset_info": data.info, "pretrained": pretrained,
+                "protocol_steps": {"box_step": opts.box_step, "curve_step": opts.curve_step},
+                "git_commit": git_commit(), "versions": package_versions()}
+    atomic_write_json(run_dir / "config.json", resolved)
+
+    tracker = tracker or (MLflowTracker(data.name, opts.results_dir) if opts.mlflow
+                          else NullTracker())
+    with tracker.run(f"{opts.method}-seed{opts.seed}"):
+        tracker.set_tags({"method": opts.method, "dataset": data.name, "seed": str(opts.seed),
+                          "preset": preset})
+        tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "versions"}))
+
+        def log_epoch(row: dict[str, Any]) -> None:
+            step = len(history_rows) + 1
+            history_rows.append(row)
+            tracker.log_metrics({f"train/{k}": v for k, v in row.items()
+                                 if isinstance(v, (int, float))}, step=step)
+
+        history_rows: list[dict[str, Any]] = []
+        t_train = time.perf_counter()
+        state = train(method, data.train, run_dir, device=device, seed=opts.seed,
+                      resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch)
+        train_seconds = time.perf_counter() - t_train
+
+        t_eval = time.perf_counter()
+        metrics, preds = evaluate_model(method, data, opts, run_dir, device)
+        eval_seconds = time.perf_counter() - t_eval
+
+        results = {**{k: v for k, v in resolved.items()},
+                   "training": {"history": state.history, "seconds": train_seconds},
+                   "metrics": metrics,
+                   "timings": {"train_s": train_seconds, "evaluate_s": eval_seconds,
+                               "total_s": time.perf_counter() - t_start}}
+        atomic_write_json(run_dir / "results.json", results)
+        grid = localization_grid(data.test[:GRID_IMAGES], preds["test"].maps[:GRID_IMAGES],
+                                 run_dir / "grid.png", cfg.cam_threshold,
+                                 f"{opts.method} on {data.name}, seed {opts.seed}")
+        tracker.log_metrics(flat_metrics(metrics))
+        for path in (run_dir / "config.json", run_dir / "results.json", grid):
+            tracker.log_artifact(path)
+        results["mlflow_run_id"] = tracker.run_id
+    return results
+
+
+def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Localize test and train-fullsup, run every protocol, the fair transfer and baselines."""
+    from wsolbench.engine import predict
+
+    preds = {}
+    for split in ("test", "fullsup"):
+        preds[split] = predict(method, data.split(split), device=device,
+                               num_workers=opts.num_workers, desc=f"localize {split}")
+        preds[split].save(out_dir / f"predictions_{split}.npz")
+    evaluated = {s: evaluate_split(data.split(s), preds[s], method.config, opts) for s in preds}
+    metrics: dict[str, Any] = {s: {k: p.compute() for k, p in protos.items()}
+                               for s, protos in evaluated.items()}
+    metrics["fair"] = fair_protocol(evaluated["fullsup"], evaluated["test"])
+    if opts.baselines:
+        metrics["baselines"] = run_baselines(data.test, opts)
+    return metrics, preds
+
+
+def check_splits(data) -> None:
+    """Every split must be usable; the fair protocol needs train-fullsup."""
+    from wsolbench.data.records import check_split
+
+    check_split(data.train, "train", data.num_classes)
+    check_split(data.test, "test", data.num_classes)
+    if not data.fullsup:
+        raise WsolbenchError(f"dataset {data.name!r} has no train-fullsup split: the fair "
+                             "protocol needs one (give --fullsup-metadata/--fullsup-images)")
+    check_split(data.fullsup, "fullsup", data.num_classes)
+
+
+def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None
+                        ) -> dict[str, Any]:
+    """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from wsolbench.engine import load_checkpoint, resolve_device
+
+    device = resolve_device(opts.device)
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise WsolbenchError(f"checkpoint not found: {checkpoint}") from None
+    except Exception as exc:
+        raise WsolbenchError(f"{checkpoint}: not a readable wsolbench checkpoint ({exc})"
+                             ) from None
+    if not isinstance(ckpt, dict) or "method" not in ckpt or "config" not in ckpt:
+        raise WsolbenchError(f"{checkpoint}: not a wsolbench checkpoint")
+    data = load_dataset(opts)
+    check_splits(data)
+    method_cls = get_plugin("methods", ckpt["method"])
+    config = method_cls.config_class(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in ckpt["config"].items()})
+    method = method_cls(config, data.num_classes)
+    load_checkpoint(checkpoint, method)
+    out_dir = Path(checkpoint).parent
+    metrics, _ = evaluate_model(method, data, opts, out_dir, device)
+    results = {"method": ckpt["method"], "dataset": data.name, "checkpoint": str(checkpoint),
+               "config": ckpt["config"], "metrics": metrics, "git_commit": git_commit(),
+               "versions": package_versions()}
+    atomic_write_json(out or out_dir / "results_evaluate.json", results)
+    return results
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics as `split/protocol/name` keys (curves and params left out)."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if key in ("curves", "params", "protocol", "metric"):
+                    continue
+                walk(f"{prefix}/{key}" if prefix else str(key), value)
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            out[prefix] = float(obj)
+
+    walk("", metrics)
+    return out

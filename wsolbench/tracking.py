@@ -1,0 +1,84 @@
+"""Experiment tracking: MLflow (SQLite store under `results/`) or a null tracker for tests.
+
+One MLflow run per `wsolbench run`, in an experiment named after the dataset. Params are the
+resolved config flattened to dotted keys; metrics use `split/name` keys (valid MLflow keys).
+Browse with: `mlflow ui --backend-store-uri sqlite:///results/mlflow.db --workers 1`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_KEY_OK = re.compile(r"[^0-9A-Za-z_\-./ ]")
+
+
+def metric_key(name: str) -> str:
+    """Make `name` a valid MLflow key (alphanumerics, `_ - . / space`)."""
+    return _KEY_OK.sub("_", name)
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+class NullTracker:
+    """Accepts everything, stores nothing: for tests and `--no-mlflow`."""
+
+    run_id: str | None = None
+
+    @contextlib.contextmanager
+    def run(self, name: str, nested: bool = False) -> Iterator[NullTracker]:
+        yield self
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: Path | str, folder: str | None = None) -> None: ...
+
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+
+class MLflowTracker:
+    """Logs to an MLflow tracking store; imported lazily (mlflow is slow to import)."""
+
+    def __init__(self, experiment: str, results_dir: Path, tracking_uri: str | None = None
+                 ) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+
+        self._mlflow = mlflow
+        self.uri = tracking_uri or default_tracking_uri(results_dir)
+        mlflow.set_tracking_uri(self.uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            artifacts = (results_dir / "mlartifacts" / experiment).resolve()
+            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+        mlflow.set_experiment(experiment)
+        self.run_id: str | None = None
+
+    @contextlib.contextmanager
+    def run(self, name: str, nested: bool = False) -> Iterator[MLflowTracker]:
+        with self._mlflow.start_run(run_name=name, nested=nested) as active:
+            previous, self.run_id = self.run_id, active.info.run_id
+            try:
+                yield self
+            finally:
+                self.run_id = previous
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        clean = {metric_key(k): str(v)[:6000] for k, v in params.items()}
+        self._mlflow.log_params(clean)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
