@@ -25,7 +25,7 @@ from wsolbench.boxes import (EMPTY_BOX_WSOLEVALUATION, best_iou_per_threshold,
                              integer_thresholds, iou_matrix, scale_boxes_wsolevaluation,
                              threshold_grid)
 from wsolbench.component_tree import best_iou_by_level
-from wsolbench.postprocess import quantize, scoremap_wsolevaluation
+from wsolbench.postprocess import check_scoremap, quantize, scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch, Protocol, percent
 
 
@@ -37,7 +37,11 @@ class MaxBoxAccV2(Protocol):
     default_ious: tuple[int, ...] = (30, 50, 70)
 
     def __init__(self, cam_curve_interval: float = 0.001, iou_thresholds: tuple[int, ...] | None
-                 = None, eval_size: int = 224, first_box_only: bool = False) -> None:
+                 = None, eval_size: int = 224, first_box_only: bool = False,
+                 scoremaps: bool = False) -> None:
+        """`scoremaps=True`: maps are final score maps (`eval_size` square, values in [0, 1]),
+        used as they are, like wsolevaluation's standalone `evaluation.py` uses saved maps."""
+        self.scoremaps = bool(scoremaps)
         self.cam_curve_interval = float(cam_curve_interval)
         self.iou_thresholds = tuple(int(d) for d in (iou_thresholds or self.default_ious))
         self.eval_size = int(eval_size)
@@ -49,7 +53,8 @@ class MaxBoxAccV2(Protocol):
         return {"cam_curve_interval": self.cam_curve_interval,
                 "iou_thresholds": list(self.iou_thresholds), "eval_size": self.eval_size,
                 "multi_contour": self.multi_contour, "first_box_only": self.first_box_only,
-                "resize": "bicubic-float64", "gt_scaling": "multiply-first"}
+                "resize": "none (score maps)" if self.scoremaps else "bicubic-float64",
+                "gt_scaling": "multiply-first"}
 
     def _empty_state(self) -> dict[str, np.ndarray]:
         return {"correct": np.zeros((len(self.iou_thresholds), len(self.thresholds)), np.int64),
@@ -61,7 +66,7 @@ class MaxBoxAccV2(Protocol):
 
     def best_ious(self, raw: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Best IoU per tau `float64 [T]` for one image and its scaled GT boxes."""
-        u8 = quantize(scoremap_wsolevaluation(np.asarray(raw), self.eval_size))
+        u8 = quantize(self._scoremap(np.asarray(raw)))
         thresholds = integer_thresholds(self.thresholds, int(u8.max()))
         if self.multi_contour:  # all contours: one component-tree sweep serves every tau
             empty_iou = float(iou_matrix(np.array([EMPTY_BOX_WSOLEVALUATION]), gt).max())
@@ -69,6 +74,12 @@ class MaxBoxAccV2(Protocol):
         # v1 ranks contours by polygon area, which only a traced contour gives.
         return best_iou_per_threshold(u8, thresholds, gt, largest_only=True, clip=True,
                                       empty_box=EMPTY_BOX_WSOLEVALUATION)
+
+    def _scoremap(self, raw: np.ndarray) -> np.ndarray:
+        if not self.scoremaps:
+            return scoremap_wsolevaluation(raw, self.eval_size)
+        check_scoremap(raw, self.eval_size)
+        return raw.astype(np.float64)
 
     def _update(self, batch: EvalBatch) -> None:
         deltas = np.asarray(self.iou_thresholds, dtype=np.float64)[:, None] / 100.0
@@ -113,5 +124,7 @@ class MaxBoxAcc(MaxBoxAccV2):
     default_ious = (50,)
 
     def __init__(self, cam_curve_interval: float = 0.01, iou_thresholds: tuple[int, ...] | None
-                 = None, eval_size: int = 224, first_box_only: bool = False) -> None:
-        super().__init__(cam_curve_interval, iou_thresholds, eval_size, first_box_only)
+                 = None, eval_size: int = 224, first_box_only: bool = False,
+                 scoremaps: bool = False) -> None:
+        super().__init__(cam_curve_interval, iou_thresholds, eval_size, first_box_only,
+                         scoremaps)

@@ -18,7 +18,7 @@ import numpy as np
 
 from wsolbench.boxes import threshold_grid
 from wsolbench.errors import WsolbenchError
-from wsolbench.postprocess import scoremap_wsolevaluation
+from wsolbench.postprocess import check_scoremap, scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch, Protocol
 
 
@@ -26,14 +26,17 @@ class PxAP(Protocol):
     name = "pxap"
     needs_masks = True
 
-    def __init__(self, cam_curve_interval: float = 0.001, eval_size: int = 224) -> None:
+    def __init__(self, cam_curve_interval: float = 0.001, eval_size: int = 224,
+                 scoremaps: bool = False) -> None:
+        self.scoremaps = bool(scoremaps)
         self.cam_curve_interval = float(cam_curve_interval)
         self.eval_size = int(eval_size)
         self.edges = np.concatenate([threshold_grid(self.cam_curve_interval), [1.0, 2.0, 3.0]])
         super().__init__()
 
     def params(self) -> dict[str, Any]:
-        return {"cam_curve_interval": self.cam_curve_interval, "eval_size": self.eval_size}
+        return {"cam_curve_interval": self.cam_curve_interval, "eval_size": self.eval_size,
+                "resize": "none (score maps)" if self.scoremaps else "bicubic-float64"}
 
     def _empty_state(self) -> dict[str, np.ndarray]:
         bins = len(self.edges) - 1
@@ -42,7 +45,11 @@ class PxAP(Protocol):
     def _update(self, batch: EvalBatch) -> None:
         s = self.eval_size
         for raw, mask in zip(batch.maps, batch.masks):  # type: ignore[arg-type]
-            score = scoremap_wsolevaluation(np.asarray(raw), s)
+            if self.scoremaps:
+                score = np.asarray(raw, dtype=np.float64)
+                check_scoremap(score, s)
+            else:
+                score = scoremap_wsolevaluation(np.asarray(raw), s)
             gt = cv2.resize(np.asarray(mask, dtype=np.float32), (s, s),
                             interpolation=cv2.INTER_NEAREST) > 0.5
             self.state["fg_hist"] += np.histogram(score[gt], bins=self.edges)[0]

@@ -121,6 +121,39 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 
 
+@cli.command("evaluate-maps")
+@click.option("--maps", "maps_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of <image_id>.npy score maps (224x224, values in [0, 1]).")
+@click.option("--metadata", required=True, type=click.Path(path_type=Path),
+              help="wsolevaluation metadata split folder (image_ids.txt, localization.txt, ...).")
+@click.option("--protocol", default="maxboxacc_v2", show_default=True,
+              type=click.Choice(["maxboxacc_v2", "maxboxacc", "pxap"]))
+@click.option("--cam-curve-interval", type=float, default=0.01, show_default=True,
+              help="Threshold step (wsolevaluation's evaluation.py default: 0.01).")
+@click.option("--mask-root", type=click.Path(path_type=Path), default=None,
+              help="PxAP: folder of <image_id stem>.png foreground masks.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Write the full result (curves included) here.")
+def evaluate_maps_cmd(maps_dir, metadata, protocol, cam_curve_interval, mask_root,
+                      json_out) -> None:
+    """Evaluate saved score maps of any method against a wsolevaluation split."""
+    from wsolbench.fileio import atomic_write_json
+    from wsolbench.maps import evaluate_maps
+
+    result = evaluate_maps(maps_dir, metadata, protocol, cam_curve_interval, mask_root)
+    if json_out:
+        atomic_write_json(json_out, result)
+    click.echo(f"{protocol} over {result['n_images']} images, step {cam_curve_interval}")
+    if "per_iou" in result:
+        click.echo(f"{'IoU':>4} {'max acc %':>10} {'best tau':>9} {'tau index':>10} {'ties':>5}")
+        for delta, row in result["per_iou"].items():
+            click.echo(f"{delta:>4} {row['max_acc']:>10.2f} {row['best_threshold']:>9.3f} "
+                       f"{row['best_threshold_index']:>10} {row['n_tied_best_indices']:>5}")
+        click.echo(f"mean {result['mean']:.2f}")
+    else:
+        click.echo(f"PxAP {result['pxap']:.2f}  PIoU {result['piou']:.2f}")
+
+
 @cli.command("list")
 @click.argument("kind", type=click.Choice(["methods", "protocols", "datasets"]))
 @click.argument("pattern", default="*")

@@ -26,6 +26,20 @@ def validate_map(raw: np.ndarray, what: str = "map") -> None:
         raise WsolbenchError(f"{what}: expected a float map, got dtype {raw.dtype}")
 
 
+def check_scoremap(score: np.ndarray, size: int, what: str = "score map") -> None:
+    """A finished score map, as wsolevaluation's `check_scoremap_validity` demands it:
+    2-D float, no NaN, values in [0, 1]; and `size x size`, which its boxes silently assume."""
+    validate_map(score, what)
+    if np.isnan(score).any():
+        raise WsolbenchError(f"{what}: contains NaN")
+    if score.min() < 0 or score.max() > 1:
+        raise WsolbenchError(f"{what}: values must lie in [0, 1] (got {score.min():.4g} to "
+                             f"{score.max():.4g}); save normalized score maps")
+    if score.shape != (size, size):
+        raise WsolbenchError(f"{what}: shape {score.shape}, expected ({size}, {size}): GT boxes "
+                             f"are scaled to a {size}x{size} frame")
+
+
 def scoremap_wsolevaluation(raw: np.ndarray, size: int = 224) -> np.ndarray:
     """float64 `[size, size]` in [0, 1] from a raw map `[h, w]`, as wsolevaluation builds it."""
     resized = cv2.resize(raw.astype(np.float64), (size, size), interpolation=cv2.INTER_CUBIC)

@@ -57,7 +57,7 @@ class SynthConfig:
     hue_jitter_deg: float = 8.0
     eye: bool = True  # a dark eye on the head: a local pattern no clutter shape has
     body_tint: float = 0.30  # weak class cue spread over the whole body
-    body_saturation: tuple[float, float] = (0.1, 0.4)
+    body_saturation: tuple[float, float] = (0.4, 0.9)  # as the clutter: no saturation pop-out
     background_correlation: float = 0.6  # P(background style = the image's class)
     distractors: tuple[int, int] = (1, 3)  # body-textured fragments without a head
     distractor_scale: tuple[float, float] = (0.35, 0.6)
@@ -141,7 +141,7 @@ def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray
 
 
 def _body_color(rng: np.random.Generator, cfg: SynthConfig, tint_class: int) -> np.ndarray:
-    # A muted base (like plumage) so the weak class tint is visible over the whole body.
+    # Base colour drawn like the clutter's, so the body never pops out by saturation alone.
     base = _hsv(rng.random(), rng.uniform(*cfg.body_saturation), rng.uniform(0.45, 0.85))
     tint = _hsv(_class_hue(tint_class, cfg.num_classes), 0.9, 0.9)
     return (1 - cfg.body_tint) * base + cfg.body_tint * tint

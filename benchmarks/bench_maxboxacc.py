@@ -1,0 +1,97 @@
+"""MaxBoxAccV2 throughput: the straightforward OpenCV reference vs wsolbench's fast path.
+
+Both run in this process on the same maps, on one core, and must produce identical integer
+counters. The reference follows the spec literally: for every tau of the grid, binarize,
+`cv2.findContours`, boxes, IoU (no deduplication of thresholds). The fast path is
+`protocols.maxboxacc.MaxBoxAccV2` (component-tree sweep, all thresholds at once).
+
+    python benchmarks/bench_maxboxacc.py [--images 60] [--steps 0.01 0.001]
+
+wsolevaluation's own evaluator, measured on this machine class (shared/spec/protocols.md
+§3.10): mean 47 ms/image at step 0.01 and 2.48 s/image at step 0.001. It cannot run beside
+this benchmark (it needs numpy < 1.24), so those figures are quoted, not re-measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from protocols.maxboxacc import MaxBoxAccV2  # noqa: E402
+from wsolbench.boxes import (contour_boxes, integer_thresholds, iou_matrix,  # noqa: E402
+                             scale_boxes_wsolevaluation, threshold_grid)
+from wsolbench.postprocess import quantize, scoremap_wsolevaluation  # noqa: E402
+from wsolbench.protocol import EvalBatch  # noqa: E402
+
+WSOLEVALUATION_MEAN_S = {0.01: 0.047, 0.001: 2.48}
+
+
+def make_maps(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """CAM-like 14x14 / 28x28 maps: Gaussian blobs plus noise of varying strength."""
+    rng = np.random.default_rng(seed)
+    maps, boxes = [], []
+    for i in range(n):
+        h = w = int(rng.choice([7, 14, 28]))
+        ys, xs = np.mgrid[0:h, 0:w]
+        m = rng.normal(0, [0.02, 0.1, 0.4][i % 3], (h, w))
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, h / 3)
+            m += rng.uniform(0.3, 1) * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * s * s))
+        maps.append(m)
+        x0, y0 = rng.integers(0, 300, 2)
+        boxes.append(np.array([[x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 150)]]))
+    return maps, boxes
+
+
+def reference_counts(maps, boxes, size, step: float) -> np.ndarray:
+    taus = threshold_grid(step)
+    deltas = np.array([0.3, 0.5, 0.7])[:, None]
+    correct = np.zeros((3, len(taus)), np.int64)
+    for raw, b in zip(maps, boxes):
+        u8 = quantize(scoremap_wsolevaluation(raw))
+        gt = scale_boxes_wsolevaluation(b, size)
+        best = np.empty(len(taus))
+        for i, t in enumerate(integer_thresholds(taus, int(u8.max()))):
+            pred = contour_boxes(u8, int(t), largest_only=False, clip=True)
+            best[i] = iou_matrix(pred if len(pred) else np.zeros((1, 4), np.int64), gt).max()
+        correct += best[None, :] >= deltas
+    return correct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--steps", type=float, nargs="+", default=[0.01, 0.001])
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    size = (500, 375)
+    maps, boxes = make_maps(args.images)
+    batch = EvalBatch([f"{i}.jpg" for i in range(len(maps))], maps, np.zeros(len(maps), int),
+                      boxes, np.asarray([size] * len(maps)))
+    MaxBoxAccV2(cam_curve_interval=0.1).update(batch)  # JIT warm-up, not timed
+    print(f"{len(maps)} maps, 1 core; ms/image (mean)")
+    print(f"{'step':>6} {'reference':>10} {'fast':>8} {'fast vs ref':>12} "
+          f"{'wsolevaluation (quoted)':>24} {'fast vs wsolevaluation':>23} {'same counters':>14}")
+    for step in args.steps:
+        t0 = time.perf_counter()
+        expected = reference_counts(maps, boxes, size, step)
+        ref_s = (time.perf_counter() - t0) / len(maps)
+        fast = MaxBoxAccV2(cam_curve_interval=step)
+        t0 = time.perf_counter()
+        fast.update(batch)
+        fast_s = (time.perf_counter() - t0) / len(maps)
+        same = bool(np.array_equal(expected, fast.state["correct"]))
+        quoted = WSOLEVALUATION_MEAN_S.get(step)
+        vs_wsol = f"{quoted / fast_s:.1f}x" if quoted else "-"
+        print(f"{step:>6} {ref_s * 1e3:>10.2f} {fast_s * 1e3:>8.2f} {ref_s / fast_s:>11.1f}x "
+              f"{(quoted or float('nan')) * 1e3:>24.1f} {vs_wsol:>23} {str(same):>14}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""End to end: a short run on tiny synth data, resume after a kill, CLI errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY_SYNTH
+from wsolbench.engine import train
+from wsolbench.runner import RunOptions, build_method, run
+from wsolbench.tracking import NullTracker
+
+FAST = {"epochs": "1", "batch_size": "16", "image_size": "32", "resize_size": "36",
+        "width": "16"}
+
+
+def options(tmp_path, data_dir, **kw):
+    base = dict(method="cam", dataset="synth-cub", data_root=data_dir, results_dir=tmp_path,
+                overrides=FAST, dataset_overrides=TINY_SYNTH, mlflow=False, box_step=0.01)
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir):
+    results = run(options(tmp_path, tiny_synth_dir), tracker=NullTracker())
+    run_dir = tmp_path / "runs" / "synth-cub" / "cam" / "0"
+    for name in ("config.json", "results.json", "checkpoint.pt", "grid.png",
+                 "predictions_test.npz", "predictions_fullsup.npz"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "results.json").read_text())
+    m = saved["metrics"]
+    assert set(m) >= {"test", "fullsup", "fair", "baselines"}
+    assert {"top1_loc", "top5_loc", "gt_known_loc"} <= set(m["test"]["paper"])
+    assert m["test"]["maxboxacc_v2"]["n_images"] == 12
+    assert m["test"]["pxap"]["pxap"] >= 0  # synth has masks
+    assert {"centre_gaussian", "saturation", "head_only"} <= set(m["baselines"])
+    assert saved["config"]["epochs"] == 1 and saved["versions"]["torch"] == torch.__version__
+    assert results["metrics"]["fair"]["selected_on"] == "fullsup"
+
+
+def test_killed_run_resumes_with_identical_metrics(tmp_path, tiny_synth):
+    def fresh():
+        torch.manual_seed(0)
+        method, _ = build_method("cam", None, "synth-cub", {**FAST, "epochs": "3"},
+                                 tiny_synth.num_classes)
+        return method
+
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    full_dir.mkdir()
+    part_dir.mkdir()
+    reference = train(fresh(), tiny_synth.train, full_dir, device=torch.device("cpu"), seed=3)
+    train(fresh(), tiny_synth.train, part_dir, device=torch.device("cpu"), seed=3,
+          stop_after_epochs=1)  # "killed" after epoch 1: only its checkpoint remains
+    resumed = train(fresh(), tiny_synth.train, part_dir, device=torch.device("cpu"), seed=3,
+                    resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    for a, b in zip(reference.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+        assert a["train_acc"] == b["train_acc"]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "wsolbench", *args], capture_output=True,
+                          text=True, cwd=cwd, env={"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
+                                                   "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--method", "camm"], "did you mean 'cam'"),
+    (["run", "--method", "cam", "--dataset", "cubb"], "did you mean 'cub'"),
+    (["run", "--method", "cam", "--dataset", "cub"], "needs --data-root"),
+    (["run", "--method", "cam", "--dataset", "cub", "--data-root", "/nonexistent"],
+     "dataset root not found: /nonexistent"),
+    (["run", "--method", "cam", "--set", "lrr=0.1", "--data-set", "num_classes=2"],
+     "did you mean 'lr'"),
+    (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+])
+def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
+    out = _cli(*args, "--results-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_evaluate_checkpoint_reproduces_the_run(tmp_path, tiny_synth, tiny_synth_dir):
+    from wsolbench.runner import evaluate_checkpoint
+
+    opts = options(tmp_path, tiny_synth_dir, baselines=False)
+    results = run(opts, tracker=NullTracker())
+    ckpt = tmp_path / "runs" / "synth-cub" / "cam" / "0" / "checkpoint.pt"
+    again = evaluate_checkpoint(opts, ckpt)
+    assert again["metrics"]["test"]["maxboxacc_v2"] == results["metrics"]["test"]["maxboxacc_v2"]
+    assert again["metrics"]["fair"] == results["metrics"]["fair"]
+    with np.load(ckpt.parent / "predictions_test.npz") as z:
+        assert z["maps"].shape[0] == 12
+
+
+def test_mlflow_run_has_params_metrics_and_grid(tmp_path, tiny_synth, tiny_synth_dir):
+    import mlflow
+
+    from wsolbench.tracking import MLflowTracker
+
+    tracker = MLflowTracker("synth-cub", tmp_path)
+    results = run(options(tmp_path, tiny_synth_dir, baselines=False, mlflow=True), tracker)
+    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
+    logged = client.get_run(results["mlflow_run_id"])
+    assert logged.data.params["config.epochs"] == "1"
+    assert "test/maxboxacc_v2/mean" in logged.data.metrics
+    assert "train/loss" in logged.data.metrics
+    names = {a.path for a in client.list_artifacts(results["mlflow_run_id"])}
+    assert {"grid.png", "results.json", "config.json"} <= names
