@@ -297,3 +297,23 @@ def test_pxap_perfect_and_constant_maps():
     assert const.compute()["pxap"] == pytest.approx(100.0 * mask.sum() / mask.size)
     with pytest.raises(WsolbenchError, match="needs GT masks"):
         PxAP().update(batch([mask.astype(float)], [[[0, 0, 1, 1]]]))
+
+
+def test_process_shards_give_the_single_process_counters():
+    from wsolbench.data.records import Record
+    from wsolbench.evaluation import evaluate
+
+    rng = np.random.default_rng(11)
+    n = 40
+    maps, (boxes, sizes) = _random_maps(rng, n), _random_boxes(rng, n)
+    records = [Record(f"{i}.jpg", None, int(i % 3), tuple(int(v) for v in sizes[i]), boxes[i])
+               for i in range(n)]
+    logits = rng.normal(size=(n, 3))
+    single = [MaxBoxAccV2(cam_curve_interval=0.01), LocAcc()]
+    sharded = [MaxBoxAccV2(cam_curve_interval=0.01), LocAcc()]
+    evaluate(single, records, maps, logits, chunk=8)
+    evaluate(sharded, records, maps, logits, chunk=8, workers=2)
+    for a, b in zip(single, sharded):
+        assert a.n == b.n == n
+        for key in a.state:
+            np.testing.assert_array_equal(a.state[key], b.state[key])

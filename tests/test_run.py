@@ -113,3 +113,21 @@ def test_mlflow_run_has_params_metrics_and_grid(tmp_path, tiny_synth, tiny_synth
     assert "train/loss" in logged.data.metrics
     names = {a.path for a in client.list_artifacts(results["mlflow_run_id"])}
     assert {"grid.png", "results.json", "config.json"} <= names
+
+
+def test_cli_writes_synth_cub_in_the_cub_layout_and_refuses_to_overwrite(tmp_path):
+    from click.testing import CliRunner
+
+    from wsolbench.cli import cli
+    from wsolbench.data.cub import read_cub
+
+    out = tmp_path / "synth"
+    args = ["data", "synth-cub", "--out", str(out), "--workers", "1", "--set", "num_classes=2",
+            "--set", "train_per_class=3", "--set", "test_per_class=2",
+            "--set", "fullsup_per_class=1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    names, train, test = read_cub(out)
+    assert len(names) == 2 and len(train) == 6 and len(test) == 4
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code != 0 and "already exists" in str(again.exception)

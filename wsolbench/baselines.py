@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from wsolbench.data.records import Record
-from wsolbench.engine import read_mask
+from wsolbench.evaluation import read_mask
 
 BaselineMap = Callable[[Record], np.ndarray]
 

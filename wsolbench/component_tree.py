@@ -26,7 +26,7 @@ from numba import njit
 N_LEVELS = 256
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _find(parent: np.ndarray, x: int) -> int:
     root = x
     while parent[root] != root:
@@ -74,14 +74,18 @@ def _sweep(u8: np.ndarray, foreground: bool):
         order[fill[flat[p]]] = p
         fill[flat[p]] += 1
 
-    parent = np.full(n, -1, np.int32)  # -1 = pixel not yet added
-    x0 = np.empty(n, np.int32)
-    y0 = np.empty(n, np.int32)
-    x1 = np.empty(n, np.int32)
-    y1 = np.empty(n, np.int32)
-    border = np.zeros(n, np.bool_)
-    start = np.empty(n, np.int32)  # level at which a root's current state began
-    size = np.ones(n, np.int32)
+    # Per-pixel state lives on a grid padded by one never-added pixel on every side, so
+    # neighbours need no bounds checks.
+    wp = w + 2
+    m = (h + 2) * wp
+    parent = np.full(m, -1, np.int32)  # -1 = pixel not yet added
+    x0 = np.empty(m, np.int32)
+    y0 = np.empty(m, np.int32)
+    x1 = np.empty(m, np.int32)
+    y1 = np.empty(m, np.int32)
+    border = np.zeros(m, np.bool_)
+    start = np.empty(m, np.int32)  # level at which a root's current state began
+    size = np.ones(m, np.int32)
 
     cap = 2 * n + 1
     out_box = np.empty((cap, 4), np.int32)
@@ -90,33 +94,29 @@ def _sweep(u8: np.ndarray, foreground: bool):
     r = 0
 
     if foreground:
-        dys = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
-        dxs = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+        offsets = np.array([-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1])
         levels = np.arange(N_LEVELS - 1, 0, -1)  # value-0 pixels are never foreground
     else:
-        dys = np.array([-1, 0, 0, 1])
-        dxs = np.array([0, -1, 1, 0])
+        offsets = np.array([-wp, -1, 1, wp])
         levels = np.arange(0, N_LEVELS)
 
     for v in levels:
         for k in range(counts[v], counts[v + 1]):
             p = order[k]
             py, px = p // w, p % w
-            parent[p] = p
-            x0[p] = px
-            x1[p] = px
-            y0[p] = py
-            y1[p] = py
-            border[p] = px == 0 or py == 0 or px == w - 1 or py == h - 1
-            start[p] = v
-            for j in range(dys.shape[0]):
-                qy, qx = py + dys[j], px + dxs[j]
-                if qy < 0 or qy >= h or qx < 0 or qx >= w:
-                    continue
-                q = qy * w + qx
+            here = (py + 1) * wp + px + 1
+            a = here  # the root of the set holding this pixel
+            parent[a] = a
+            x0[a] = px
+            x1[a] = px
+            y0[a] = py
+            y1[a] = py
+            border[a] = px == 0 or py == 0 or px == w - 1 or py == h - 1
+            start[a] = v
+            for j in range(offsets.shape[0]):
+                q = here + offsets[j]
                 if parent[q] < 0:
                     continue
-                a = _find(parent, p)
                 b = _find(parent, q)
                 if a == b:
                     continue
@@ -136,7 +136,7 @@ def _sweep(u8: np.ndarray, foreground: bool):
                 y1[a] = max(y1[a], y1[b])
                 border[a] = border[a] or border[b]
     # Components alive after the last level.
-    for p in range(n):
+    for p in range(m):
         if parent[p] == p and (foreground or not border[p]):
             out_box[r, 0] = x0[p]
             out_box[r, 1] = y0[p]

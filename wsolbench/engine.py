@@ -1,4 +1,4 @@
-"""Training, localization and evaluation loops; checkpoints; seeds.
+"""Training and localization loops; checkpoints; seeds (protocols run in `evaluation`).
 
 Determinism: every epoch reseeds python/numpy/torch from `(seed, stage, epoch)` and shuffles
 with its own generator, so a run resumed from the checkpoint of epoch e continues exactly as
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -30,7 +29,6 @@ from wsolbench.data.torch_dataset import RecordDataset, build_transform
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save
 from wsolbench.method import WSOLMethod
-from wsolbench.protocol import EvalBatch, Protocol
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -238,32 +236,3 @@ def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.devi
     return Predictions(image_ids=[r.image_id for r in records], maps=np.concatenate(maps),
                        logits=np.concatenate(logits),
                        labels=np.asarray([r.label for r in records], dtype=np.int64))
-
-
-def read_mask(path: Path | None) -> np.ndarray | None:
-    if path is None:
-        return None
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("L")) > 0
-    except Exception as exc:
-        raise WsolbenchError(f"{path}: cannot read mask ({exc})") from None
-
-
-def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Sequence[np.ndarray],
-             logits: np.ndarray | None = None, chunk: int = 256,
-             desc: str = "evaluate") -> None:
-    """Feed `(records, maps, logits)` to every protocol in chunks (protocols accumulate)."""
-    if len(records) != len(maps):
-        raise WsolbenchError(f"{len(records)} records but {len(maps)} maps")
-    want_masks = any(p.needs_masks for p in protocols)
-    for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True):
-        part = records[start:start + chunk]
-        batch = EvalBatch(
-            image_ids=[r.image_id for r in part], maps=list(maps[start:start + chunk]),
-            labels=np.asarray([r.label for r in part], dtype=np.int64),
-            boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
-            logits=None if logits is None else logits[start:start + chunk],
-            masks=[read_mask(r.mask_path) for r in part] if want_masks else None)
-        for protocol in protocols:
-            protocol.update(batch)

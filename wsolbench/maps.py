@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from wsolbench.data.metadata import read_metadata
-from wsolbench.engine import evaluate
+from wsolbench.evaluation import evaluate
 from wsolbench.errors import WsolbenchError
 from wsolbench.registry import get_plugin
 

@@ -50,6 +50,7 @@ class RunOptions:
     box_step: float = 0.001  # MaxBoxAccV2 tau step (wsolevaluation's training config)
     curve_step: float = 0.01  # Top-k/GT-known Loc tau grid for the fair protocol
     baselines: bool = True
+    eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
 
 
 def package_versions() -> dict[str, str]:
@@ -107,7 +108,7 @@ def build_method(name: str, preset: str | None, dataset: str, overrides: dict[st
 
 def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     """Every protocol on one split's predictions; returns protocol objects' results."""
-    from wsolbench.engine import evaluate
+    from wsolbench.evaluation import evaluate
 
     protocols = {
         "classification": get_plugin("protocols", "classification")(),
@@ -118,7 +119,8 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     }
     if records and all(r.mask_path is not None for r in records):
         protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.box_step)
-    evaluate(list(protocols.values()), records, preds.maps, preds.logits)
+    evaluate(list(protocols.values()), records, preds.maps, preds.logits,
+             workers=opts.eval_workers, desc=f"evaluate {len(records)} images")
     return protocols
 
 
@@ -140,12 +142,13 @@ def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, An
 
 def run_baselines(records, opts: RunOptions) -> dict[str, Any]:
     from wsolbench.baselines import available, baseline_maps
-    from wsolbench.engine import evaluate
+    from wsolbench.evaluation import evaluate
 
     out = {}
     for name in available(records):
         protocol = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.box_step)
-        evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}")
+        evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}",
+                 workers=opts.eval_workers)
         out[name] = {"maxboxacc_v2": protocol.compute()["mean"]}
     return out
 

@@ -52,18 +52,21 @@ class SynthConfig:
     aspect: tuple[float, float] = (0.45, 0.6)  # body minor/major axis
     max_rotation_deg: float = 35.0
     border_prob: float = 0.3  # objects cut by an image border
-    head_fraction: float = 0.15  # head area / object area (the discriminative part)
+    head_fraction: float = 0.22  # nominal head / object area; ~0.18 drawn (borders clip)
     min_head_radius: float = 2.5
     hue_jitter_deg: float = 8.0
     eye: bool = True  # a dark eye on the head: a local pattern no clutter shape has
-    body_tint: float = 0.30  # weak class cue spread over the whole body
-    body_saturation: tuple[float, float] = (0.4, 0.9)  # as the clutter: no saturation pop-out
+    body_tint: float = 0.5  # weaker class cue spread over the whole body
+    stripe_depth: float = 0.12  # body texture contrast (high values make local contrast win)
+    body_saturation: tuple[float, float] = (0.1, 0.5)  # muted plumage: the tint shows
     background_correlation: float = 0.6  # P(background style = the image's class)
     distractors: tuple[int, int] = (1, 3)  # body-textured fragments without a head
     distractor_scale: tuple[float, float] = (0.35, 0.6)
     clutter_shapes: tuple[int, int] = (4, 8)
     clutter_size: tuple[float, float] = (0.08, 0.25)  # semi-axes / image size: never head-sized
-    clutter_saturation: tuple[float, float] = (0.4, 0.9)
+    # Background and clutter span muted to vivid, so neither a muted body nor a vivid head is
+    # the only region of its kind (saturation maps must not localize the object).
+    clutter_saturation: tuple[float, float] = (0.1, 0.9)
     pixel_noise: float = 0.04
     jpeg_quality: int = 92
 
@@ -128,10 +131,10 @@ class _Canvas:
         return (np.abs(u) <= hw) & (np.abs(v) <= hh)
 
 
-def _stripes(canvas: _Canvas, cx, cy, angle, period, phase) -> np.ndarray:
+def _stripes(canvas: _Canvas, cx, cy, angle, period, phase, depth: float) -> np.ndarray:
     """The body texture shared by all birds and by the distractors: bands across the axis."""
     u, _ = canvas.frame(cx, cy, angle)
-    return (0.78 + 0.22 * np.sin(2 * math.pi * u / period + phase)).astype(np.float32)
+    return (1.0 - depth + depth * np.sin(2 * math.pi * u / period + phase)).astype(np.float32)
 
 
 def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray | None = None
@@ -141,7 +144,7 @@ def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray
 
 
 def _body_color(rng: np.random.Generator, cfg: SynthConfig, tint_class: int) -> np.ndarray:
-    # Base colour drawn like the clutter's, so the body never pops out by saturation alone.
+    # A muted base (like plumage) so the weak class tint is visible over the whole body.
     base = _hsv(rng.random(), rng.uniform(*cfg.body_saturation), rng.uniform(0.45, 0.85))
     tint = _hsv(_class_hue(tint_class, cfg.num_classes), 0.9, 0.9)
     return (1 - cfg.body_tint) * base + cfg.body_tint * tint
@@ -199,7 +202,8 @@ def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
         dx, dy, ang = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(-math.pi, math.pi)
         frag = canvas.ellipse(dx, dy, a, a * rng.uniform(*cfg.aspect), ang)
         _paint(img, frag, _body_color(rng, cfg, int(rng.integers(cfg.num_classes))),
-               _stripes(canvas, dx, dy, ang, rng.uniform(0.35, 0.6) * a, rng.uniform(0, 6.3)))
+               _stripes(canvas, dx, dy, ang, rng.uniform(0.35, 0.6) * a, rng.uniform(0, 6.3),
+                        cfg.stripe_depth))
 
     # The object: log-uniform box area, free orientation, uniform placement, some cut by a border.
     for _attempt in range(20):
@@ -229,7 +233,7 @@ def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
             break  # the head (the class evidence) must be visible
     period = rng.uniform(0.35, 0.6) * scale
     _paint(img, body, _body_color(rng, cfg, label),
-           _stripes(canvas, cx, cy, angle, period, rng.uniform(0, 6.3)))
+           _stripes(canvas, cx, cy, angle, period, rng.uniform(0, 6.3), cfg.stripe_depth))
     head_rgb = _hsv(_class_hue(label, cfg.num_classes)
                     + rng.normal(0, cfg.hue_jitter_deg / 360.0),
                     rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))

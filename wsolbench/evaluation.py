@@ -1,0 +1,76 @@
+"""Feeding maps to protocols: chunked, optionally sharded over processes (no torch here).
+
+Shards are evaluated in separate processes and merged through `Protocol.merge`, which gives
+exactly the counters of a single pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from wsolbench.data.records import Record
+from wsolbench.errors import WsolbenchError
+from wsolbench.protocol import EvalBatch, Protocol
+
+
+def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Sequence[np.ndarray],
+             logits: np.ndarray | None = None, chunk: int = 256,
+             desc: str = "evaluate", workers: int = 1) -> None:
+    """Feed `(records, maps, logits)` to every protocol in chunks (protocols accumulate).
+
+    With `workers > 1` the images are split into shards evaluated in separate processes
+    and merged through `Protocol.merge`, which gives exactly the single-process counters.
+    """
+    if len(records) != len(maps):
+        raise WsolbenchError(f"{len(records)} records but {len(maps)} maps")
+    if workers > 1 and len(records) >= 2 * chunk:
+        _evaluate_sharded(protocols, records, maps, logits, chunk, workers)
+        return
+    want_masks = any(p.needs_masks for p in protocols)
+    for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True):
+        part = records[start:start + chunk]
+        batch = EvalBatch(
+            image_ids=[r.image_id for r in part], maps=list(maps[start:start + chunk]),
+            labels=np.asarray([r.label for r in part], dtype=np.int64),
+            boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
+            logits=None if logits is None else logits[start:start + chunk],
+            masks=[read_mask(r.mask_path) for r in part] if want_masks else None)
+        for protocol in protocols:
+            protocol.update(batch)
+
+
+def _evaluate_shard(args) -> list[Protocol]:
+    protocols, records, maps, logits, chunk = args
+    for protocol in protocols:
+        protocol.reset()
+    evaluate(protocols, records, maps, logits, chunk, desc="shard")
+    return protocols
+
+
+def _evaluate_sharded(protocols, records, maps, logits, chunk, workers) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = np.linspace(0, len(records), workers + 1).astype(int)
+    jobs = [(list(protocols), records[a:b], maps[a:b], None if logits is None else logits[a:b],
+             chunk) for a, b in zip(bounds[:-1], bounds[1:])]
+    # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would copy.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for shard in pool.map(_evaluate_shard, jobs):
+            for protocol, part in zip(protocols, shard):
+                protocol.merge(part)
+
+
+def read_mask(path: Path | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L")) > 0
+    except Exception as exc:
+        raise WsolbenchError(f"{path}: cannot read mask ({exc})") from None
