@@ -50,7 +50,7 @@ def _emit(out_box, out_lo, out_hi, r, root, x0, y0, x1, y1, start, v, foreground
     return r + 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sweep(u8: np.ndarray, foreground: bool):
     """Component boxes with their threshold intervals for one sweep direction.
 
@@ -168,7 +168,7 @@ def contour_boxes_by_level(u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return boxes, np.concatenate([fg_lo, bg_lo]), np.concatenate([fg_hi, bg_hi])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _best_by_level(boxes: np.ndarray, lo: np.ndarray, hi: np.ndarray, gt: np.ndarray
                    ) -> np.ndarray:
     best = np.full(N_LEVELS, -1.0)
