@@ -25,12 +25,19 @@ def options(tmp_path, data_dir, **kw):
     return RunOptions(**base)
 
 
-def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir):
-    results = run(options(tmp_path, tiny_synth_dir), tracker=NullTracker())
-    run_dir = tmp_path / "runs" / "synth-cub" / "cam" / "0"
-    for name in ("config.json", "results.json", "checkpoint.pt", "grid.png",
-                 "predictions_test.npz", "predictions_fullsup.npz"):
-        assert (run_dir / name).is_file(), name
+VIT_FAST = {"epochs": "1", "batch_size": "12", "image_size": "32", "resize_size": "36"}
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("cam", FAST), ("tscam", VIT_FAST), ("trt", {**VIT_FAST, "stage2_epochs": "1"})])
+def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir, name,
+                                           overrides):
+    results = run(options(tmp_path, tiny_synth_dir, method=name, overrides=overrides),
+                  tracker=NullTracker())
+    run_dir = tmp_path / "runs" / "synth-cub" / name / "0"
+    for output in ("config.json", "results.json", "checkpoint.pt", "grid.png",
+                   "predictions_test.npz", "predictions_fullsup.npz"):
+        assert (run_dir / output).is_file(), output
     saved = json.loads((run_dir / "results.json").read_text())
     m = saved["metrics"]
     assert set(m) >= {"test", "fullsup", "fair", "baselines"}
@@ -40,6 +47,8 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir)
     assert {"centre_gaussian", "saturation", "head_only"} <= set(m["baselines"])
     assert saved["config"]["epochs"] == 1 and saved["versions"]["torch"] == torch.__version__
     assert results["metrics"]["fair"]["selected_on"] == "fullsup"
+    assert [r["stage"] for r in saved["training"]["history"]] == (
+        ["tpsm", "cam"] if name == "trt" else ["train"])
 
 
 def test_killed_run_resumes_with_identical_metrics(tmp_path, tiny_synth):
@@ -131,3 +140,19 @@ def test_cli_writes_synth_cub_in_the_cub_layout_and_refuses_to_overwrite(tmp_pat
     assert len(names) == 2 and len(train) == 6 and len(test) == 4
     again = CliRunner().invoke(cli, args)
     assert again.exit_code != 0 and "already exists" in str(again.exception)
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("cam", {**FAST, "epochs": "4"}),
+    ("tscam", {"epochs": "4", "batch_size": "12", "image_size": "32", "resize_size": "36",
+               "lr": "1e-3"}),
+    ("trt", {"epochs": "4", "batch_size": "12", "image_size": "32", "resize_size": "36",
+             "lr": "1e-3", "stage2_epochs": "3"}),
+])
+def test_short_training_lowers_the_loss_in_every_stage(tmp_path, tiny_synth, name, overrides):
+    torch.manual_seed(0)
+    method, _ = build_method(name, None, "synth-cub", overrides, tiny_synth.num_classes)
+    state = train(method, tiny_synth.train, tmp_path, device=torch.device("cpu"), seed=0)
+    for stage in method.stages():
+        losses = [r["loss"] for r in state.history if r["stage"] == stage]
+        assert losses[-1] < losses[0], (stage, losses)

@@ -135,22 +135,23 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
         opt_state = ckpt.get("optimizer")
     dataset = RecordDataset(records, build_transform(True, cfg.image_size, cfg.resize_size,
                                                      cfg.mean, cfg.std))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     epochs_run = 0
     for stage_index, stage in enumerate(method.stages()):
         if stage_index < state.stage_index:
             continue
         params = list(method.begin_stage(stage))
-        optimizer = _make_optimizer(method, params, cfg)
+        stage_cfg = method.stage_config(stage)
+        optimizer = _make_optimizer(method, params, stage_cfg)
+        criterion = nn.CrossEntropyLoss(label_smoothing=stage_cfg.label_smoothing)
         if opt_state is not None and stage_index == state.stage_index:
             optimizer.load_state_dict(opt_state)
         start = state.epoch + 1 if stage_index == state.stage_index else 1
         state.stage_index = stage_index
-        for epoch in range(start, cfg.epochs + 1):
+        for epoch in range(start, stage_cfg.epochs + 1):
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 return state
-            row = _train_epoch(method, dataset, optimizer, criterion, cfg, stage, stage_index,
-                               epoch, seed, device, num_workers)
+            row = _train_epoch(method, dataset, optimizer, criterion, stage_cfg, stage,
+                               stage_index, epoch, seed, device, num_workers)
             state.epoch = epoch
             state.history.append(row)
             atomic_save(ckpt_path, lambda p: torch.save(
@@ -174,7 +175,7 @@ def _train_epoch(method, dataset, optimizer, criterion, cfg, stage, stage_index,
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False,
                         num_workers=num_workers, generator=torch.Generator().manual_seed(
                             epoch_seed), persistent_workers=False)
-    method.train()
+    method.set_train_mode(stage)
     total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"{method.name} {stage} epoch {epoch}/{cfg.epochs}", leave=False,
                dynamic_ncols=True)

@@ -103,6 +103,14 @@ class WSOLMethod(nn.Module):
         """Prepare for `stage` and return the parameters it trains."""
         return iter(p for p in self.parameters() if p.requires_grad)
 
+    def stage_config(self, stage: str) -> MethodConfig:
+        """The recipe (epochs, lr, schedule) of `stage`; one recipe for single-stage methods."""
+        return self.config
+
+    def set_train_mode(self, stage: str) -> None:
+        """Put the modules `stage` trains into training mode (TRT stage 2: only its branch)."""
+        self.train()
+
     def lr_ratios(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter-name prefix (default: none)."""
         return {}

@@ -1,0 +1,234 @@
+"""TRT: Token Refinement Transformer / Re-Attention Transformer (Su et al., BMVC 2022).
+
+As the official code computes it (shared/spec/methods.md §1, reference algorithm §1.13):
+
+1. Preliminary attention m: class-token -> patch attention of the first L-1 blocks,
+   head-averaged, summed over blocks, L1-normalized over patches.
+2. Token selection: sort m descending; a token is selected iff the inclusive cumulative mass
+   is *strictly* below `thresh` (the crossing token is excluded; ties follow `torch.sort`).
+3. TPSM: a masked copy of the last block over the block-(L-2) patch tokens (keys = selected
+   tokens and the query itself), LayerNorm, Linear(D -> 1), masked softmax -> lambda; the
+   lambda-weighted sum of those patch tokens, with the class token, goes through the original
+   last block on a 2-token sequence -> norm -> head -> logits p^t (train and test).
+4. CAM branch (stage 2): an extra block on the block-(L-3) output, LayerNorm, 3x3 conv to C
+   maps M_C, GAP -> p^c.
+5. Test map: m' = m outside the selection, rho * lambda inside (rho = selected mass of m);
+   map_c = m' * M_C[c] (the stage-2 "fuse" model; `stage1_map=True` gives m' alone with the
+   stage-1 renormalization of lambda).
+
+Two stages as the official code trains them: stage "tpsm" trains everything but the CAM
+branch with CE on p^t; stage "cam" freezes everything but the CAM branch and trains it with
+CE on p^c, the rest in eval mode. Deviations, all guarded and documented: the masked softmax
+subtracts the maximum (the same value in exact arithmetic; stable in low precision); an empty
+selection (one token holding >= thresh of the mass) gives lambda = 0 and the map falls back to
+m instead of the official stage-1 NaN.
+
+Checked against: su-hui-zz/ReAttentionTransformer `lib/models/deit.py` (classes `TRT`,
+`TRTFuse`, `CAM6FuseBlock`) and `lib/models/vision_transformer.py` (`softmax_with_policy`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.tscam import build_vit, load_vit_weights
+from wsolbench.attention import capture_attention, class_token_attention
+from wsolbench.method import Localization, MethodConfig, WSOLMethod
+
+POLICY_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class TRTConfig(MethodConfig):
+    model: str = "vit_synth"
+    drop_path: float = 0.1
+    thresh: float = 0.6  # cumulative attention mass kept (0.6 CUB-224, 0.65 CUB-384, 0.95 ILSVRC)
+    stage2_epochs: int = 6
+    stage2_lr_steps: tuple[int, ...] = ()
+    stage1_map: bool = False  # evaluate the class-agnostic stage-1 map m' instead
+
+
+def select_tokens(m: torch.Tensor, thresh: float) -> torch.Tensor:
+    """bool `[B, n]`: the highest-attention prefix whose inclusive cumulative mass < thresh."""
+    sorted_m, order = m.sort(dim=1, descending=True)
+    keep_sorted = sorted_m.cumsum(dim=1) < thresh
+    return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+
+
+def masked_token_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """lambda `[B, n]` = keep * exp(s) / (sum keep * exp(s) + 1e-6), computed stably.
+
+    Subtracting the row maximum M and scaling the 1e-6 by exp(-M) is the same number in
+    exact arithmetic as the official unshifted formula.
+    """
+    scores = scores.float()
+    top = scores.max(dim=1, keepdim=True).values
+    e = torch.exp(scores - top) * keep
+    return e / (e.sum(dim=1, keepdim=True) + POLICY_EPS * torch.exp(-top))
+
+
+def masked_attention(attn: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """timm `Attention` weights with the official policy softmax (keys: selected or self)."""
+    b, n, _ = x.shape
+    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    logits = (q * attn.scale) @ k.transpose(-2, -1)  # [B, H, n, n]
+    allowed = keep[:, None, None, :].float() + torch.eye(n, device=x.device)[None, None]
+    allowed = allowed.clamp(max=1.0)
+    e = torch.exp(logits.float() - logits.float().amax(dim=-1, keepdim=True)) * allowed
+    probs = (e + POLICY_EPS / n) / (e.sum(dim=-1, keepdim=True) + POLICY_EPS)
+    out = attn.attn_drop(probs.to(v.dtype)) @ v
+    out = attn.norm(out.transpose(1, 2).reshape(b, n, -1))
+    return attn.proj_drop(attn.proj(out))
+
+
+def masked_block(block: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """A timm `Block` (pre-norm) whose attention is the masked policy attention."""
+    x = x + block.drop_path1(block.ls1(masked_attention(block.attn, block.norm1(x), keep)))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+class TRT(WSOLMethod):
+    name = "trt"
+    paper = "Su et al., Re-Attention Transformer for Weakly Supervised Object Localization, " \
+            "BMVC 2022"
+    config_class = TRTConfig
+    presets = {
+        "synth": TRTConfig(model="vit_synth", image_size=64, resize_size=72, epochs=12,
+                           batch_size=64, lr=1e-3, weight_decay=0.05, lr_steps=(9,),
+                           thresh=0.6, stage2_epochs=4, cam_threshold=0.26),
+        # configs/CUB/deit_trt_{,fuse_}base_patch16_224_0.6.yaml + train_*.sh.
+        "cub": TRTConfig(model="deit_base_patch16_224", image_size=224, resize_size=256,
+                         epochs=30, batch_size=128, lr=5e-5, weight_decay=0.05, lr_steps=(15,),
+                         lr_step_mode="period", thresh=0.6, stage2_epochs=20,
+                         stage2_lr_steps=(10,), cam_threshold=0.1),
+        "ilsvrc": TRTConfig(model="deit_base_patch16_224", image_size=224, resize_size=256,
+                            epochs=12, batch_size=512, lr=5e-4, weight_decay=0.05,
+                            lr_steps=(2, 4, 6, 8), lr_factor=0.4, lr_step_mode="period",
+                            label_smoothing=0.1, thresh=0.95, stage2_epochs=12,
+                            stage2_lr_steps=(2, 4, 6, 8), cam_threshold=0.12),
+    }
+
+    def __init__(self, config: TRTConfig, num_classes: int) -> None:
+        super().__init__(config, num_classes)
+        self.vit = build_vit(config.model, config.image_size, config.drop_path)
+        self.vit.head = nn.Linear(self.vit.embed_dim, num_classes)
+        dim = self.vit.embed_dim
+        # TPSM and CAM branch start as copies of the last block / final norm (methods.md §1.5).
+        self.score_layer = copy.deepcopy(self.vit.blocks[-1])
+        self.score_norm = copy.deepcopy(self.vit.norm)
+        self.score_head = nn.Linear(dim, 1)
+        nn.init.trunc_normal_(self.score_head.weight, std=0.02)
+        nn.init.zeros_(self.score_head.bias)
+        self.cam_tr = copy.deepcopy(self.vit.blocks[-1])
+        self.cam_norm = copy.deepcopy(self.vit.norm)
+        self.cam_head = nn.Conv2d(dim, num_classes, 3, padding=1)
+
+    # ------------------------------------------------------------------ the forward pass
+    def _run(self, images: torch.Tensor, with_cam: bool) -> dict[str, torch.Tensor]:
+        vit, prefix = self.vit, self.vit.num_prefix_tokens
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+        blocks = list(vit.blocks)
+        with capture_attention(blocks[:-1]) as attentions:
+            for block in blocks[:-2]:
+                x = block(x)
+            cam_in = x  # output of block L-3: the CAM branch input
+            x = blocks[-2](x)
+        m = class_token_attention(attentions, prefix)
+        m = m / m.sum(dim=1, keepdim=True)
+        keep = select_tokens(m.detach(), self.config.thresh)
+        patches = x[:, prefix:]
+        z = masked_block(self.score_layer, patches, keep)
+        lam = masked_token_softmax(self.score_head(self.score_norm(z)).squeeze(-1), keep)
+        fused = (lam.unsqueeze(-1).to(patches.dtype) * patches).sum(dim=1, keepdim=True)
+        out = blocks[-1](torch.cat([x[:, :1], fused], dim=1))
+        result = {"logits": vit.head(vit.norm(out)[:, 0]), "m": m, "keep": keep, "lam": lam}
+        if with_cam:
+            h, w = vit.patch_embed.dynamic_feat_size(images.shape[-2:])
+            tokens = self.cam_norm(self.cam_tr(cam_in))[:, prefix:]
+            cam = self.cam_head(tokens.transpose(1, 2).reshape(len(images), -1, h, w))
+            result["cam"], result["cam_logits"] = cam, cam.mean(dim=(2, 3))
+        return result
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """TPSM logits p^t: the classification output in both stages."""
+        return self._run(images, with_cam=False)["logits"]
+
+    @staticmethod
+    def refined_attention(m: torch.Tensor, keep: torch.Tensor, lam: torch.Tensor,
+                          renormalize: bool) -> torch.Tensor:
+        """m' `[B, n]`: rho * lambda on the selection, m elsewhere (sums to 1)."""
+        rho = (m * keep).sum(dim=1, keepdim=True)
+        if renormalize:  # stage-1 formula: lambda renormalized over the selection
+            total = lam.sum(dim=1, keepdim=True)
+            lam = torch.where(total > 0, lam / total.clamp_min(1e-30), lam)
+        refined = torch.where(keep, rho * lam, m)
+        empty = ~keep.any(dim=1, keepdim=True)  # nothing selected: fall back to m, no NaN
+        return torch.where(empty, m, refined)
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        r = self._run(images, with_cam=not self.config.stage1_map)
+        refined = self.refined_attention(r["m"], r["keep"], r["lam"],
+                                         renormalize=self.config.stage1_map)
+        h, w = self.vit.patch_embed.dynamic_feat_size(images.shape[-2:])
+        refined = refined.reshape(len(images), h, w)
+        if self.config.stage1_map:
+            maps = refined
+        else:
+            maps = refined * r["cam"][torch.arange(len(labels)), labels]
+        return Localization(maps=maps.detach(), logits=r["logits"].detach())
+
+    # ------------------------------------------------------------------ two-stage training
+    def stages(self) -> tuple[str, ...]:
+        return ("tpsm", "cam")
+
+    def _is_cam_branch(self, name: str) -> bool:
+        return name.startswith("cam_")
+
+    def begin_stage(self, stage: str):
+        for name, p in self.named_parameters():
+            p.requires_grad = self._is_cam_branch(name) == (stage == "cam")
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def stage_config(self, stage: str) -> MethodConfig:
+        if stage == "cam":  # stage 2 has its own schedule and never uses label smoothing
+            return dataclasses.replace(self.config, epochs=self.config.stage2_epochs,
+                                       lr_steps=self.config.stage2_lr_steps,
+                                       label_smoothing=0.0)
+        return self.config
+
+    def set_train_mode(self, stage: str) -> None:
+        if stage == "cam":  # official: model.eval(); camfuse_block.train()
+            self.eval()
+            for module in (self.cam_tr, self.cam_norm, self.cam_head):
+                module.train()
+        else:
+            self.train()
+
+    def training_logits(self, images: torch.Tensor, stage: str) -> torch.Tensor:
+        if stage == "cam":
+            return self._run(images, with_cam=True)["cam_logits"]
+        return self._run(images, with_cam=False)["logits"]
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+        """DeiT weights; score layer and CAM block from the last block, norms from `norm`."""
+        last = len(self.vit.blocks) - 1
+        extra = {}
+        for key, value in state_dict.items():
+            if key.startswith(f"blocks.{last}."):
+                rest = key.removeprefix(f"blocks.{last}.")
+                extra[f"score_layer.{rest}"] = extra[f"cam_tr.{rest}"] = value
+            elif key.startswith("norm."):
+                rest = key.removeprefix("norm.")
+                extra[f"score_norm.{rest}"] = extra[f"cam_norm.{rest}"] = value
+        report = load_vit_weights(self, self.vit, state_dict, "vit.",
+                                  allow_missing=("vit.head.", "score_", "cam_"))
+        self.load_state_dict(extra, strict=False)
+        return report

@@ -1,0 +1,96 @@
+"""TS-CAM: Token Semantic Coupled Attention Map (Gao et al., ICCV 2021).
+
+A DeiT whose patch tokens (after the final norm) go through a 3x3 conv head to per-class
+semantic maps S `[B, C, h, w]`; GAP of S gives the logits (the class token's output is not
+used for classification). At test time the class-token attention of every block, averaged
+over heads and summed over blocks, gives the semantic-agnostic map A*; the localization map
+of class c is `A* * S_c` (shared/spec/methods.md §2). This is the official repository's
+coupling, not the attention-only variant inside the TRT repository (methods.md §2.6).
+
+Checked against: vasgaowei/TS-CAM `lib/models/deit.py` (class `TSCAM`). Built on timm's
+`VisionTransformer`; attention is read through `wsolbench.attention` hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from wsolbench.attention import capture_attention, class_token_attention
+from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
+
+
+@dataclass(frozen=True)
+class TSCAMConfig(MethodConfig):
+    """`model`: a timm ViT name (`deit_small_patch16_224`, ...) or `vit_synth` (a small ViT
+    for CPU runs on 64-px synthetic data: patch 8, width 128, depth 6, 4 heads)."""
+
+    model: str = "vit_synth"
+    drop_path: float = 0.1
+
+
+def build_vit(name: str, image_size: int, drop_path: float) -> nn.Module:
+    """A timm ViT without classifier; the token grid follows `image_size`."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if name == "vit_synth":
+        return VisionTransformer(img_size=image_size, patch_size=8, embed_dim=128, depth=6,
+                                 num_heads=4, num_classes=0, drop_path_rate=drop_path)
+    return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size,
+                             drop_path_rate=drop_path)
+
+
+def load_vit_weights(model: nn.Module, vit: nn.Module, state: dict[str, torch.Tensor],
+                     prefix: str, allow_missing: tuple[str, ...]) -> dict[str, list[str]]:
+    """timm/DeiT weights into `vit` (position embeddings resized to its grid by timm)."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(state, vit)
+    return load_matching(model, {f"{prefix}{k}": v for k, v in state.items()},
+                         "pretrained weights", allow_missing=allow_missing)
+
+
+class TSCAM(WSOLMethod):
+    name = "tscam"
+    paper = "Gao et al., TS-CAM: Token Semantic Coupled Attention Map, ICCV 2021"
+    config_class = TSCAMConfig
+    presets = {
+        "synth": TSCAMConfig(model="vit_synth", image_size=64, resize_size=72, epochs=12,
+                             batch_size=64, lr=1e-3, weight_decay=0.05, lr_steps=(9,),
+                             cam_threshold=0.26),
+        # configs/CUB/deit_tscam_small_patch16_224.yaml + train_val_cub.sh (AdamW from CLI).
+        "cub": TSCAMConfig(model="deit_small_patch16_224", image_size=224, resize_size=256,
+                           epochs=60, batch_size=128, lr=5e-5, weight_decay=0.05,
+                           lr_steps=(30,), lr_step_mode="period", cam_threshold=0.1),
+        "ilsvrc": TSCAMConfig(model="deit_small_patch16_224", image_size=224, resize_size=256,
+                              epochs=20, batch_size=256, lr=5e-4, weight_decay=0.05,
+                              lr_steps=(10, 12), lr_step_mode="period", cam_threshold=0.12),
+    }
+
+    def __init__(self, config: TSCAMConfig, num_classes: int) -> None:
+        super().__init__(config, num_classes)
+        self.vit = build_vit(config.model, config.image_size, config.drop_path)
+        self.head = nn.Conv2d(self.vit.embed_dim, num_classes, 3, padding=1)
+
+    def semantic_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-class maps S `[B, C, h, w]` from the normed patch tokens."""
+        tokens = self.vit.forward_features(images)[:, self.vit.num_prefix_tokens:]
+        h, w = self.vit.patch_embed.dynamic_feat_size(images.shape[-2:])  # never 14x14 by fiat
+        return self.head(tokens.transpose(1, 2).reshape(len(images), -1, h, w))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.semantic_maps(images).mean(dim=(2, 3))
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        with capture_attention(self.vit.blocks) as attentions:
+            maps = self.semantic_maps(images)
+        agnostic = class_token_attention(attentions, self.vit.num_prefix_tokens)
+        semantic = maps[torch.arange(len(labels)), labels]  # [B, h, w]
+        coupled = agnostic.reshape(semantic.shape) * semantic
+        return Localization(maps=coupled.detach(), logits=maps.mean(dim=(2, 3)).detach())
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+        return load_vit_weights(self, self.vit, state_dict, "vit.", allow_missing=("head.",))

@@ -1,0 +1,140 @@
+"""TS-CAM and TRT on timm ViTs: the math of methods.md §1–2 on small models."""
+
+import pytest
+import torch
+
+from methods.trt import TRT, TRTConfig, masked_token_softmax, select_tokens
+from methods.tscam import TSCAM, TSCAMConfig
+from wsolbench.attention import capture_attention
+from wsolbench.method import read_state_dict
+
+
+def tiny(cls, cfg_cls, size=32, **kw):
+    torch.manual_seed(0)
+    return cls(cfg_cls(model="vit_synth", image_size=size, resize_size=size, **kw), 4).eval()
+
+
+def manual_attentions(vit, images):
+    """Softmax attention of every block, recomputed from the qkv weights by hand."""
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+    out = []
+    for block in vit.blocks:
+        a = block.attn
+        b, n, _ = x.shape
+        qkv = a.qkv(block.norm1(x)).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        out.append(((qkv[0] * a.scale) @ qkv[1].transpose(-2, -1)).softmax(-1))
+        x = block(x)
+    return out
+
+
+def test_attention_capture_matches_hand_computation_and_releases_hooks():
+    model = tiny(TSCAM, TSCAMConfig)
+    images = torch.randn(2, 3, 32, 32)
+    blocks = list(model.vit.blocks)
+    with torch.no_grad(), capture_attention(blocks) as captured:
+        model.vit.forward_features(images)
+    expected = manual_attentions(model.vit, images)
+    assert len(captured) == len(blocks)
+    for got, want in zip(captured, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)))
+    assert all(not b.attn.attn_drop._forward_hooks for b in blocks)
+    assert all(b.attn.fused_attn == blocks[0].attn.fused_attn for b in blocks)
+
+
+def test_hooks_are_released_when_the_forward_fails():
+    model = tiny(TSCAM, TSCAMConfig)
+    with pytest.raises(RuntimeError), capture_attention(model.vit.blocks):
+        model.vit.forward_features(torch.randn(1, 5, 32, 32))  # wrong channel count
+    assert all(not b.attn.attn_drop._forward_hooks for b in model.vit.blocks)
+
+
+def test_tscam_map_is_attention_times_semantic_map():
+    model = tiny(TSCAM, TSCAMConfig)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    with torch.no_grad():
+        out = model.localize(images, labels)
+        attn = manual_attentions(model.vit, images)
+        agnostic = sum(a[:, :, 0, 1:].mean(1) for a in attn).reshape(2, 4, 4)
+        semantic = model.semantic_maps(images)[torch.arange(2), labels]
+    torch.testing.assert_close(out.maps, agnostic * semantic, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits, model(images), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls,cfg", [(TSCAM, TSCAMConfig), (TRT, TRTConfig)])
+@pytest.mark.parametrize("size", [32, 64])
+def test_two_image_sizes_give_the_model_token_grid(cls, cfg, size):
+    model = tiny(cls, cfg, size=size)
+    out = model.localize(torch.randn(2, 3, size, size), torch.tensor([0, 3]))
+    assert out.maps.shape == (2, size // 8, size // 8) and out.logits.shape == (2, 4)
+    assert torch.isfinite(out.maps).all()
+
+
+def test_token_selection_rule():
+    m = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    # sorted 0.4, 0.3, 0.2, 0.1 -> cumsum 0.4, 0.7, 0.9, 1.0: < 0.6 keeps only the first
+    assert select_tokens(m, 0.6).tolist() == [[True, False, False, False]]
+    # the token that crosses the threshold is excluded; 0.9 < 0.95 keeps three
+    assert select_tokens(m, 0.95).tolist() == [[True, False, True, True]]
+    # the top token alone holds >= thresh: nothing is selected
+    assert select_tokens(torch.tensor([[0.7, 0.2, 0.1]]), 0.6).tolist() == [[False] * 3]
+
+
+def test_masked_softmax_and_refined_attention():
+    keep = torch.tensor([[True, False, True, False]])
+    scores = torch.tensor([[50.0, 80.0, 49.0, -3.0]])  # large values: stable without overflow
+    lam = masked_token_softmax(scores, keep)
+    assert lam[0, 1] == 0 and lam[0, 3] == 0
+    torch.testing.assert_close(lam.sum(), torch.tensor(1.0))
+    m = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    refined = TRT.refined_attention(m, keep, lam, renormalize=False)
+    torch.testing.assert_close(refined.sum(), torch.tensor(1.0))
+    assert refined[0, 1] == m[0, 1] and refined[0, 3] == m[0, 3]
+    empty = torch.zeros_like(keep)
+    zero = masked_token_softmax(scores, empty)
+    assert (zero == 0).all()  # empty selection: lambda = 0, no NaN
+    for renorm in (False, True):
+        torch.testing.assert_close(TRT.refined_attention(m, empty, zero, renorm), m)
+
+
+def test_trt_preliminary_attention_sums_to_one_and_selection_is_used():
+    model = tiny(TRT, TRTConfig, thresh=0.6)
+    with torch.no_grad():
+        r = model._run(torch.randn(3, 3, 32, 32), with_cam=True)
+    torch.testing.assert_close(r["m"].sum(1), torch.ones(3))
+    assert (r["lam"][~r["keep"]] == 0).all()
+    torch.testing.assert_close(r["lam"].sum(1), torch.ones(3), atol=1e-4, rtol=0)
+
+
+def test_trt_stage_two_trains_only_the_cam_branch():
+    model = tiny(TRT, TRTConfig)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.begin_stage("cam"))
+    model.set_train_mode("cam")
+    assert not model.vit.training and model.cam_tr.training
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    loss = torch.nn.functional.cross_entropy(
+        model.training_logits(torch.randn(4, 3, 32, 32), "cam"), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("cam_") for k in changed)
+    stage1 = set(n for n, p in model.named_parameters()
+                 if p in set(model.begin_stage("tpsm")))
+    assert stage1 and not any(n.startswith("cam_") for n in stage1)
+
+
+def test_deit_weights_round_trip_and_init_copies_the_last_block(tmp_path):
+    source = tiny(TSCAM, TSCAMConfig)
+    torch.save({k.removeprefix("vit."): v for k, v in source.state_dict().items()
+                if k.startswith("vit.")}, tmp_path / "deit.pth")
+    state = read_state_dict(tmp_path / "deit.pth")
+    target = tiny(TRT, TRTConfig)
+    torch.manual_seed(5)
+    target.load_pretrained(state)
+    last = len(target.vit.blocks) - 1
+    torch.testing.assert_close(target.vit.blocks[0].attn.qkv.weight,
+                               source.vit.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(target.score_layer.attn.qkv.weight,
+                               source.vit.blocks[last].attn.qkv.weight)
+    torch.testing.assert_close(target.cam_norm.weight, source.vit.norm.weight)
