@@ -112,7 +112,8 @@ class TRT(WSOLMethod):
         "ilsvrc": TRTConfig(model="deit_base_patch16_224", image_size=224, resize_size=256,
                             epochs=12, batch_size=512, lr=5e-4, weight_decay=0.05,
                             lr_steps=(2, 4, 6, 8), lr_factor=0.4, lr_step_mode="period",
-                            label_smoothing=0.1, thresh=0.95, stage2_epochs=12,
+                            label_smoothing=0.1, train_transform="timm_randaug",
+                            thresh=0.95, stage2_epochs=12,
                             stage2_lr_steps=(2, 4, 6, 8), cam_threshold=0.12),
     }
 

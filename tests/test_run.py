@@ -156,3 +156,13 @@ def test_short_training_lowers_the_loss_in_every_stage(tmp_path, tiny_synth, nam
     for stage in method.stages():
         losses = [r["loss"] for r in state.history if r["stage"] == stage]
         assert losses[-1] < losses[0], (stage, losses)
+
+
+def test_synth_imagenet_run_end_to_end(tmp_path):
+    tiny_imagenet = {"num_classes": "6", "train_per_class": "4", "test_per_class": "3",
+                     "fullsup_per_class": "1", "image_size": "32"}
+    results = run(options(tmp_path, tmp_path / "data", dataset="synth-imagenet",
+                          dataset_overrides=tiny_imagenet), tracker=NullTracker())
+    test = results["metrics"]["test"]
+    assert test["maxboxacc_v2"]["n_images"] == 18
+    assert {"top1_loc", "top5_loc", "gt_known_loc"} <= set(test["paper"])

@@ -49,7 +49,7 @@ def test_render_statistics_match_the_spec():
     areas, head_share = [], []
     for i in range(200):
         s = render(cfg, i % cfg.num_classes, rng)
-        x0, y0, x1, y1 = s.box
+        x0, y0, x1, y1 = s.boxes[0]
         areas.append((x1 - x0 + 1) * (y1 - y0 + 1) / cfg.image_size ** 2)
         head_share.append(s.head.sum() / s.mask.sum())
     areas = np.array(areas)

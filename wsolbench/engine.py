@@ -134,7 +134,7 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
         state = TrainState(**ckpt["train_state"])
         opt_state = ckpt.get("optimizer")
     dataset = RecordDataset(records, build_transform(True, cfg.image_size, cfg.resize_size,
-                                                     cfg.mean, cfg.std))
+                                                     cfg.mean, cfg.std, cfg.train_transform))
     epochs_run = 0
     for stage_index, stage in enumerate(method.stages()):
         if stage_index < state.stage_index:

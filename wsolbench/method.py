@@ -47,6 +47,7 @@ class MethodConfig:
     lr_step_mode: str = "milestone"
     label_smoothing: float = 0.0
     cam_threshold: float = 0.1
+    train_transform: str = "resize_crop_flip"  # or "timm_randaug" (TRT on ILSVRC)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -56,6 +57,9 @@ class MethodConfig:
                                  f"got {self.lr_step_mode!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8:
             raise WsolbenchError("epochs and batch_size must be >= 1 and image_size >= 8")
+        if self.train_transform not in ("resize_crop_flip", "timm_randaug"):
+            raise WsolbenchError(f"train_transform must be resize_crop_flip or timm_randaug, "
+                                 f"got {self.train_transform!r}")
         if self.resize_size < self.image_size:
             raise WsolbenchError(f"resize_size ({self.resize_size}) must be >= image_size "
                                  f"({self.image_size}): training crops image_size from it")

@@ -69,6 +69,10 @@ class SynthConfig:
     clutter_saturation: tuple[float, float] = (0.1, 0.9)
     pixel_noise: float = 0.04
     jpeg_quality: int = 92
+    # synth-imagenet: several body shapes (class = shape x head hue) and multi-instance images
+    shapes: tuple[str, ...] = ("ellipse",)
+    multi_instance_prob: float = 0.0
+    max_instances: int = 3
 
     def digest(self) -> str:
         blob = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
@@ -84,9 +88,9 @@ class Rendered:
     """One generated image with exact ground truth (all arrays `[S, S]` or `[S, S, 3]`)."""
 
     image: np.ndarray  # uint8 RGB
-    mask: np.ndarray  # bool, the object
-    head: np.ndarray  # bool, the discriminative part
-    box: tuple[int, int, int, int]  # inclusive tight box of `mask`
+    mask: np.ndarray  # bool, the object(s)
+    head: np.ndarray  # bool, the discriminative part(s)
+    boxes: tuple[tuple[int, int, int, int], ...]  # inclusive tight box of each visible instance
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -96,8 +100,9 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
 
-def _class_hue(c: int, n: int) -> float:
-    return c / n
+def _class_hue(c: int, n: int, n_shapes: int = 1) -> float:
+    """Head hue of class c: classes cycle through the shapes, then through the hues."""
+    return (c // n_shapes) / math.ceil(n / n_shapes)
 
 
 def _background_hue(c: int, n: int) -> float:
@@ -146,7 +151,7 @@ def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray
 def _body_color(rng: np.random.Generator, cfg: SynthConfig, tint_class: int) -> np.ndarray:
     # A muted base (like plumage) so the weak class tint is visible over the whole body.
     base = _hsv(rng.random(), rng.uniform(*cfg.body_saturation), rng.uniform(0.45, 0.85))
-    tint = _hsv(_class_hue(tint_class, cfg.num_classes), 0.9, 0.9)
+    tint = _hsv(_class_hue(tint_class, cfg.num_classes, len(cfg.shapes)), 0.9, 0.9)
     return (1 - cfg.body_tint) * base + cfg.body_tint * tint
 
 
@@ -173,10 +178,19 @@ def _background(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, lab
 
 
 def _bird(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, scale: float, aspect: float,
-          cx: float, cy: float, angle: float, facing: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+          cx: float, cy: float, angle: float, facing: int, shape: str
+          ) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Masks of the body+tail and of the head; returns (body_mask, head_mask, head_centre)."""
     a, b = scale, scale * aspect
-    body = canvas.ellipse(cx, cy, a, b, angle)
+    if shape == "ellipse":
+        body = canvas.ellipse(cx, cy, a, b, angle)
+    elif shape == "rect":
+        body = canvas.rect(cx, cy, 0.9 * a, 0.9 * b, angle)
+    elif shape == "diamond":
+        u, v = canvas.frame(cx, cy, angle)
+        body = np.abs(u) / a + np.abs(v) / b <= 1.0
+    else:
+        raise ValueError(f"unknown synth shape {shape!r}; expected ellipse, rect or diamond")
     u, v = canvas.frame(cx, cy, angle)
     u = u * facing  # +u points to the head
     tail = (u <= -0.75 * a) & (u >= -1.45 * a) & (np.abs(v) <= 0.35 * b + 0.6 * (-u - 0.75 * a))
@@ -205,11 +219,38 @@ def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
                _stripes(canvas, dx, dy, ang, rng.uniform(0.35, 0.6) * a, rng.uniform(0, 6.3),
                         cfg.stripe_depth))
 
-    # The object: log-uniform box area, free orientation, uniform placement, some cut by a border.
+    n_instances = 1
+    if cfg.multi_instance_prob > 0 and rng.random() < cfg.multi_instance_prob:
+        n_instances = int(rng.integers(2, cfg.max_instances + 1))
+    shape = cfg.shapes[label % len(cfg.shapes)]
+    drawn = [_draw_object(rng, cfg, canvas, img, label, shape, 1.0 if n_instances == 1 else 0.7)
+             for _ in range(n_instances)]
+
+    img = img + rng.normal(0, cfg.pixel_noise, img.shape).astype(np.float32)
+    image = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    # Later instances occlude earlier ones: each GT box is the tight box of what is visible.
+    covered = np.zeros((size, size), bool)
+    mask, head, boxes = np.zeros_like(covered), np.zeros_like(covered), []
+    for obj, obj_head in reversed(drawn):
+        visible = obj & ~covered
+        covered |= obj
+        if visible.any():
+            ys, xs = np.nonzero(visible)
+            boxes.append((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
+            mask |= visible
+            head |= obj_head & visible
+    return Rendered(image=image, mask=mask, head=head, boxes=tuple(reversed(boxes)))
+
+
+def _draw_object(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, img: np.ndarray,
+                 label: int, shape: str, scale_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one instance (body, head, eye) into `img`; returns its (object, head) masks."""
+    size = cfg.image_size
+    # Log-uniform box area, free orientation, uniform placement, some cut by a border.
     for _attempt in range(20):
         area = math.exp(rng.uniform(*np.log(cfg.object_area)))
         aspect = rng.uniform(*cfg.aspect)
-        scale = size * math.sqrt(area / (8.0 * aspect))  # calibrated: mean GT area ~15%
+        scale = scale_factor * size * math.sqrt(area / (8.0 * aspect))  # mean GT area ~15%
         angle = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
         facing = 1 if rng.random() < 0.5 else -1
         half_w, half_h = 1.45 * scale, 1.45 * scale * max(aspect, abs(math.sin(angle)))
@@ -228,26 +269,21 @@ def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
         else:
             cx = rng.uniform(min(half_w, size / 2), max(size - half_w, size / 2))
             cy = rng.uniform(min(half_h, size / 2), max(size - half_h, size / 2))
-        body, head, (hx, hy) = _bird(rng, cfg, canvas, scale, aspect, cx, cy, angle, facing)
+        body, head, (hx, hy) = _bird(rng, cfg, canvas, scale, aspect, cx, cy, angle, facing,
+                                     shape)
         if 1 <= hx < size - 1 and 1 <= hy < size - 1 and head.sum() >= 9:
             break  # the head (the class evidence) must be visible
     period = rng.uniform(0.35, 0.6) * scale
     _paint(img, body, _body_color(rng, cfg, label),
            _stripes(canvas, cx, cy, angle, period, rng.uniform(0, 6.3), cfg.stripe_depth))
-    head_rgb = _hsv(_class_hue(label, cfg.num_classes)
+    head_rgb = _hsv(_class_hue(label, cfg.num_classes, len(cfg.shapes))
                     + rng.normal(0, cfg.hue_jitter_deg / 360.0),
                     rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
     _paint(img, head, head_rgb)
     if cfg.eye:
         r_eye = max(0.8, 0.3 * math.sqrt(head.sum() / math.pi))
         _paint(img, canvas.disc(hx, hy, r_eye) & head, np.zeros(3, np.float32))
-
-    img = img + rng.normal(0, cfg.pixel_noise, img.shape).astype(np.float32)
-    image = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
-    mask = body | head
-    ys, xs = np.nonzero(mask)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-    return Rendered(image=image, mask=mask, head=head, box=box)
+    return body | head, head
 
 
 # ----------------------------------------------------------------------------- writing
@@ -257,73 +293,124 @@ def class_names(cfg: SynthConfig) -> tuple[str, ...]:
     return tuple(f"{c + 1:03d}.Synthbird_{c + 1:03d}" for c in range(cfg.num_classes))
 
 
-def _file_name(split: str, index: int) -> str:
-    return f"Synthbird_{split}_{index:05d}.jpg"
-
-
 def _png_bytes(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _render_chunk(args: tuple[SynthConfig, str, int, int, str]) -> list[tuple]:
-    """Render and write images `[start, stop)` of one split; returns their annotations."""
-    cfg, split, start, stop, out = args
-    out_dir, names, canvas, rows = Path(out), class_names(cfg), _Canvas(cfg.image_size), []
-    split_key = SPLITS.index(split)
-    for index in range(start, stop):
-        label = index % cfg.num_classes
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index]))
-        sample = render(cfg, label, rng, canvas)
-        rel = f"{names[label]}/{_file_name(split, index)}"
-        image_dir, mask_dir, head_dir = _split_dirs(out_dir, split)
-        for folder in (image_dir, mask_dir, head_dir):
-            (folder / names[label]).mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        # 4:4:4 chroma: 4:2:0 subsampling would smear the small head's hue (the class cue).
-        Image.fromarray(sample.image).save(buf, format="JPEG", quality=cfg.jpeg_quality,
-                                           subsampling=0)
-        (image_dir / rel).write_bytes(buf.getvalue())
-        png_rel = Path(rel).with_suffix(".png")
-        (mask_dir / png_rel).write_bytes(_png_bytes(sample.mask))
-        (head_dir / png_rel).write_bytes(_png_bytes(sample.head))
-        rows.append((split, index, rel, label, sample.box))
-    return rows
+def wnids(cfg: SynthConfig) -> tuple[str, ...]:
+    """WordNet-id-like folder names whose sorted order is the label order."""
+    return tuple(f"n{c:08d}" for c in range(cfg.num_classes))
 
 
-def _split_dirs(root: Path, split: str) -> tuple[Path, Path, Path]:
+def _image_rel(cfg: SynthConfig, layout: str, split: str, index: int, label: int) -> str:
+    """Image path relative to the split's image folder (= the record's image id)."""
+    if layout == "cub":
+        return f"{class_names(cfg)[label]}/Synthbird_{split}_{index:05d}.jpg"
+    if split == "train":
+        wnid = wnids(cfg)[label]
+        return f"{wnid}/{wnid}_{index}.JPEG"
+    if split == "test":  # flat ILSVRC-2012 val layout, boxes in per-image XML
+        return f"val/ILSVRC2012_val_{index + 1:08d}.JPEG"
+    return f"val2/{label}/{index}.jpeg"  # ImageNetV2-style train-fullsup (wsolevaluation ids)
+
+
+def _split_dirs(root: Path, split: str, layout: str) -> tuple[Path, Path, Path]:
     """(images, object masks, head masks) folders of a split, as the readers expect them."""
+    if layout == "ilsvrc":
+        image_root = root / "train" if split == "train" else root
+        return image_root, root / "segmentations" / split, root / "heads" / split
     if split == "fullsup":
         return root / "CUBV2", root / "CUBV2_segmentations", root / "CUBV2_heads"
     return root / "CUB_200_2011" / "images", root / "segmentations", root / "heads"
 
 
-def generate(cfg: SynthConfig, out: Path | str, workers: int = 2) -> Path:
-    """Write the dataset into `out` (atomically: the folder appears only when complete)."""
+def _voc_xml(filename: str, size: int, wnid: str, boxes) -> str:
+    objects = "".join(
+        f"<object><name>{wnid}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>" for x0, y0, x1, y1 in boxes)
+    return (f"<annotation><folder>val</folder><filename>{filename}</filename><size>"
+            f"<width>{size}</width><height>{size}</height><depth>3</depth></size>{objects}"
+            "</annotation>\n")
+
+
+def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tuple]:
+    """Render and write images `[start, stop)` of one split; returns their annotations."""
+    cfg, layout, split, start, stop, out = args
+    out_dir, canvas, rows = Path(out), _Canvas(cfg.image_size), []
+    split_key = SPLITS.index(split)
+    image_dir, mask_dir, head_dir = _split_dirs(out_dir, split, layout)
+    for index in range(start, stop):
+        label = index % cfg.num_classes
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index]))
+        sample = render(cfg, label, rng, canvas)
+        rel = _image_rel(cfg, layout, split, index, label)
+        png_rel = Path(rel).with_suffix(".png")
+        for path in (image_dir / rel, mask_dir / png_rel, head_dir / png_rel):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        # 4:4:4 chroma: 4:2:0 subsampling would smear the small head's hue (the class cue).
+        Image.fromarray(sample.image).save(buf, format="JPEG", quality=cfg.jpeg_quality,
+                                           subsampling=0)
+        (image_dir / rel).write_bytes(buf.getvalue())
+        (mask_dir / png_rel).write_bytes(_png_bytes(sample.mask))
+        (head_dir / png_rel).write_bytes(_png_bytes(sample.head))
+        if layout == "ilsvrc" and split == "test":
+            xml = out_dir / "val_boxes" / f"{Path(rel).stem}.xml"
+            xml.parent.mkdir(parents=True, exist_ok=True)
+            xml.write_text(_voc_xml(Path(rel).name, cfg.image_size, wnids(cfg)[label],
+                                    sample.boxes))
+        rows.append((split, index, rel, label, sample.boxes))
+    return rows
+
+
+def generate(cfg: SynthConfig, out: Path | str, workers: int = 2, layout: str = "cub") -> Path:
+    """Write the dataset into `out` in the CUB or ILSVRC layout (atomically: the folder
+    appears only when complete)."""
+    if layout == "cub" and cfg.multi_instance_prob > 0:
+        raise WsolbenchError("the CUB layout holds one box per image: multi_instance_prob must "
+                             "be 0 for synth-cub")
     out = Path(out)
     with atomic_directory(out) as tmp:
         jobs = []
         for split in SPLITS:
             n = cfg.count(split)
             step = max(1, math.ceil(n / (4 * max(workers, 1))))
-            jobs += [(cfg, split, s, min(n, s + step), str(tmp)) for s in range(0, n, step)]
+            jobs += [(cfg, layout, split, s, min(n, s + step), str(tmp))
+                     for s in range(0, n, step)]
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 rows = [r for chunk in pool.map(_render_chunk, jobs) for r in chunk]
         else:
             rows = [r for job in jobs for r in _render_chunk(job)]
-        _write_annotations(cfg, tmp, rows)
+        if layout == "cub":
+            _write_cub_annotations(cfg, tmp, rows)
+        else:
+            _write_ilsvrc_annotations(cfg, tmp, rows)
+        (tmp / "synth.json").write_text(json.dumps(
+            {"generator_version": GENERATOR_VERSION, "layout": layout, "config": asdict(cfg)},
+            indent=2) + "\n")
     return out
 
 
-def _write_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
+def _fullsup_metadata(cfg: SynthConfig, root: Path, image_root: Path, rows: list[tuple],
+                      folder: Path) -> None:
+    size = cfg.image_size
+    fullsup = [Record(image_id=rel, path=image_root / rel, label=label, size=(size, size),
+                      boxes=np.asarray(boxes, dtype=np.int64))
+               for split, _i, rel, label, boxes in rows if split == "fullsup"]
+    write_metadata(folder, fullsup)
+
+
+def _write_cub_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
     cub = root / "CUB_200_2011"
     names = class_names(cfg)
     (cub / "classes.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
     cub_rows = [r for r in rows if r[0] != "fullsup"]
     lines: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes")}
-    for image_id, (split, _i, rel, label, (x0, y0, x1, y1)) in enumerate(cub_rows, start=1):
+    for image_id, (split, _i, rel, label, boxes) in enumerate(cub_rows, start=1):
+        (x0, y0, x1, y1), = boxes
         lines["images"].append(f"{image_id} {rel}")
         lines["labels"].append(f"{image_id} {label + 1}")
         lines["split"].append(f"{image_id} {int(split == 'train')}")
@@ -334,13 +421,13 @@ def _write_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
         (cub / file).write_text("\n".join(lines[key]) + "\n")
     (cub / "README").write_text("synth-cub: procedurally generated by wsolbench in the "
                                 "CUB-200-2011 layout. Not real data.\n")
-    size = cfg.image_size
-    fullsup = [Record(image_id=rel, path=root / "CUBV2" / rel, label=label, size=(size, size),
-                      boxes=np.asarray([box], dtype=np.int64))
-               for split, _i, rel, label, box in rows if split == "fullsup"]
-    write_metadata(root / "metadata" / "CUB" / "val", fullsup)
-    (root / "synth.json").write_text(json.dumps(
-        {"generator_version": GENERATOR_VERSION, "config": asdict(cfg)}, indent=2) + "\n")
+    _fullsup_metadata(cfg, root, root / "CUBV2", rows, root / "metadata" / "CUB" / "val")
+
+
+def _write_ilsvrc_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
+    (root / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{w} synthetic class {i}\n" for i, w in enumerate(wnids(cfg))))
+    _fullsup_metadata(cfg, root, root, rows, root / "metadata" / "ILSVRC" / "val")
 
 
 # ----------------------------------------------------------------------------- plugin
@@ -363,13 +450,8 @@ class SynthCUBDataset:
     @classmethod
     def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
              workers: int = 2, **_ignored) -> WSOLData:
-        cfg = config or SynthConfig()
-        path = cls.root_for(cfg, root)
-        if not (path / "synth.json").is_file():
-            generate(cfg, path, workers=workers)
-        stored = json.loads((path / "synth.json").read_text())
-        if stored.get("generator_version") != GENERATOR_VERSION:
-            raise WsolbenchError(f"{path} was written by another generator version; delete it")
+        cfg = config or cls.config_class()
+        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "cub")
         names, train, test = read_cub(path)
         fullsup = read_metadata(path / "metadata" / "CUB" / "val", path / "CUBV2",
                                 mask_root=path / "CUBV2_segmentations")
@@ -377,6 +459,54 @@ class SynthCUBDataset:
             name=cls.name, class_names=names, root=path, info={"synth": asdict(cfg)},
             train=_with_heads(train, path / "heads"), test=_with_heads(test, path / "heads"),
             fullsup=_with_heads(fullsup, path / "CUBV2_heads"))
+
+
+def _ensure_generated(path: Path, cfg: SynthConfig, workers: int, layout: str) -> Path:
+    if not (path / "synth.json").is_file():
+        generate(cfg, path, workers=workers, layout=layout)
+    stored = json.loads((path / "synth.json").read_text())
+    if stored.get("generator_version") != GENERATOR_VERSION:
+        raise WsolbenchError(f"{path} was written by another generator version; delete it")
+    return path
+
+
+@dataclass(frozen=True)
+class SynthImageNetConfig(SynthConfig):
+    """synth-imagenet: 30 classes (3 body shapes x 10 head hues), a quarter of the images with
+    2-3 instances of their class (several GT boxes), smaller splits per class."""
+
+    num_classes: int = 30
+    train_per_class: int = 150
+    test_per_class: int = 30
+    fullsup_per_class: int = 4
+    shapes: tuple[str, ...] = ("ellipse", "rect", "diamond")
+    multi_instance_prob: float = 0.25
+
+
+class SynthImageNetDataset(SynthCUBDataset):
+    """Generated in the ILSVRC layout (wnid folders, flat val + VOC XML, ImageNetV2-style
+    train-fullsup metadata) and read back with the real ILSVRC readers."""
+
+    name = "synth-imagenet"
+    config_class = SynthImageNetConfig
+
+    @classmethod
+    def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
+             workers: int = 2, **_ignored) -> WSOLData:
+        from wsolbench.data.ilsvrc import load_ilsvrc
+
+        cfg = config or cls.config_class()
+        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "ilsvrc")
+        data = load_ilsvrc(path, cls.name)
+
+        def attach(records: tuple[Record, ...], split: str) -> tuple[Record, ...]:
+            return tuple(replace(
+                r, mask_path=path / "segmentations" / split / Path(r.image_id).with_suffix(".png"),
+                part_mask_path=path / "heads" / split / Path(r.image_id).with_suffix(".png"))
+                for r in records)
+
+        return replace(data, info={"synth": asdict(cfg)}, test=attach(data.test, "test"),
+                       fullsup=attach(data.fullsup, "fullsup"))
 
 
 def _with_heads(records: tuple[Record, ...], head_dir: Path) -> tuple[Record, ...]:

@@ -18,10 +18,25 @@ from wsolbench.data.records import Record
 from wsolbench.errors import WsolbenchError
 
 
+TRAIN_TRANSFORMS = ("resize_crop_flip", "timm_randaug")
+
+
 def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequence[float],
-                    std: Sequence[float]) -> T.Compose:
-    """Train: square resize -> random crop -> flip (CUB recipe); test: square resize only."""
+                    std: Sequence[float], recipe: str = "resize_crop_flip"):
+    """Test: square resize only (no crop). Train, by `recipe`:
+
+    - `resize_crop_flip`: square resize -> random crop -> flip (CUB; TS-CAM on ILSVRC too);
+    - `timm_randaug`: TRT's ILSVRC pipeline, timm's RandomResizedCrop(0.8-1, bicubic), flip,
+      RandAugment m9/mstd0.5/inc1, RandomErasing p=0.25 per-pixel (methods.md §1.11).
+    """
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
+    if train and recipe == "timm_randaug":
+        from timm.data import create_transform
+
+        return create_transform(input_size=image_size, is_training=True, scale=(0.8, 1.0),
+                                color_jitter=0.4, auto_augment="rand-m9-mstd0.5-inc1",
+                                interpolation="bicubic", re_prob=0.25, re_mode="pixel",
+                                re_count=1, mean=tuple(mean), std=tuple(std))
     if train:
         return T.Compose([T.Resize((resize_size, resize_size)), T.RandomCrop(image_size),
                           T.RandomHorizontalFlip(), *normalize])
