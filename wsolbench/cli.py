@@ -172,23 +172,30 @@ def data() -> None:
     """Generate or inspect datasets."""
 
 
-@data.command("synth-cub")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder to write the dataset into (must not exist).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Override a generator knob (see SynthConfig), e.g. --set seed=3.")
-@click.option("--workers", type=int, default=2, show_default=True)
-def data_synth_cub(out: Path, settings: tuple[str, ...], workers: int) -> None:
-    """Write synth-cub in the CUB-200-2011 layout (+ CUBV2-style train-fullsup metadata)."""
-    from wsolbench.config import apply_overrides
-    from wsolbench.data.synth import SynthConfig, generate
+def _synth_command(name: str, layout: str, config_path: str):
+    @data.command(name, help=f"Write {name} in the {layout.upper()} layout (+ train-fullsup "
+                              "in wsolevaluation's metadata format).")
+    @click.option("--out", type=click.Path(path_type=Path), required=True,
+                  help="Folder to write the dataset into (must not exist).")
+    @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                  help="Override a generator knob (see SynthConfig), e.g. --set seed=3.")
+    @click.option("--workers", type=int, default=2, show_default=True)
+    def command(out: Path, settings: tuple[str, ...], workers: int) -> None:
+        from wsolbench.config import apply_overrides
+        from wsolbench.data import synth
 
-    if out.exists():
-        raise WsolbenchError(f"{out} already exists; choose a new folder")
-    cfg = apply_overrides(SynthConfig(), _overrides(settings))
-    generate(cfg, out, workers=workers)
-    click.echo(f"wrote synth-cub ({cfg.count('train')} train, {cfg.count('test')} test, "
-               f"{cfg.count('fullsup')} train-fullsup images) to {out}")
+        if out.exists():
+            raise WsolbenchError(f"{out} already exists; choose a new folder")
+        cfg = apply_overrides(getattr(synth, config_path)(), _overrides(settings))
+        synth.generate(cfg, out, workers=workers, layout=layout)
+        click.echo(f"wrote {name} ({cfg.count('train')} train, {cfg.count('test')} test, "
+                   f"{cfg.count('fullsup')} train-fullsup images) to {out}")
+
+    return command
+
+
+_synth_command("synth-cub", "cub", "SynthConfig")
+_synth_command("synth-imagenet", "ilsvrc", "SynthImageNetConfig")
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
