@@ -50,6 +50,9 @@ def _dataset_options(func):
                      help="Skip the trivial/saliency baseline maps."),
         click.option("--eval-workers", type=int, default=2, show_default=True,
                      help="Processes for protocol evaluation (sharded, merged exactly)."),
+        click.option("--first-box-only", is_flag=True,
+                     help="Match only each image's first GT box (to measure the TRT "
+                          "repository's ILSVRC behaviour); default: best over all boxes."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -79,7 +82,7 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue from this run's last checkpoint.")
 @click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
 def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
-        results_dir, num_workers, box_step, no_baselines, eval_workers, seed, preset, epochs, batch_size, lr,
+        results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only, seed, preset, epochs, batch_size, lr,
         settings, pretrained, pretrained_sha256, resume, no_mlflow) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
@@ -98,7 +101,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       overrides=overrides, dataset_overrides=_overrides(data_set),
                       pretrained=pretrained, pretrained_sha256=pretrained_sha256, resume=resume,
                       num_workers=num_workers, mlflow=not no_mlflow, box_step=box_step,
-                      baselines=not no_baselines, eval_workers=eval_workers)
+                      baselines=not no_baselines, eval_workers=eval_workers,
+                      first_box_only=first_box_only)
     results = run_job(opts)
     _print_summary(results)
 
@@ -110,7 +114,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: beside the checkpoint).")
 def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
-             results_dir, num_workers, box_step, no_baselines, eval_workers, json_out) -> None:
+             results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only,
+             json_out) -> None:
     """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits."""
     from wsolbench.runner import RunOptions, evaluate_checkpoint
 
@@ -118,7 +123,7 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
                       fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
                       results_dir=results_dir, dataset_overrides=_overrides(data_set),
                       num_workers=num_workers, box_step=box_step, baselines=not no_baselines,
-                      mlflow=False, eval_workers=eval_workers)
+                      mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only)
     results = evaluate_checkpoint(opts, checkpoint, json_out)
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 

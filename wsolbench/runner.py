@@ -51,6 +51,7 @@ class RunOptions:
     curve_step: float = 0.01  # Top-k/GT-known Loc tau grid for the fair protocol
     baselines: bool = True
     eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
+    first_box_only: bool = False  # match only each image's first GT box (TRT repo behaviour)
 
 
 def package_versions() -> dict[str, str]:
@@ -94,15 +95,21 @@ def load_dataset(opts: RunOptions):
     return plugin.load(root, **kwargs)
 
 
-def build_method(name: str, preset: str | None, dataset: str, overrides: dict[str, str],
-                 num_classes: int):
-    """Instantiate a method plugin from a preset plus `key=value` overrides."""
+def resolve_method_config(name: str, preset: str | None, dataset: str,
+                          overrides: dict[str, str]):
+    """`(method class, config, preset name)`; checked before any data is read or generated."""
     method_cls = get_plugin("methods", name)
     preset = preset or ("synth" if dataset.startswith("synth") else dataset)
     if preset not in method_cls.presets:
         raise WsolbenchError(f"method {name!r} has no preset {preset!r}; "
                              f"presets: {', '.join(sorted(method_cls.presets))}")
-    config = apply_overrides(method_cls.presets[preset], overrides)
+    return method_cls, apply_overrides(method_cls.presets[preset], overrides), preset
+
+
+def build_method(name: str, preset: str | None, dataset: str, overrides: dict[str, str],
+                 num_classes: int):
+    """Instantiate a method plugin from a preset plus `key=value` overrides."""
+    method_cls, config, preset = resolve_method_config(name, preset, dataset, overrides)
     return method_cls(config, num_classes), preset
 
 
@@ -113,9 +120,11 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     protocols = {
         "classification": get_plugin("protocols", "classification")(),
         "paper": get_plugin("protocols", "loc_acc")(cam_threshold=cfg.cam_threshold,
-                                                    curve_step=opts.curve_step),
-        "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.box_step),
-        "maxboxacc": get_plugin("protocols", "maxboxacc")(),
+                                                    curve_step=opts.curve_step,
+                                                    first_box_only=opts.first_box_only),
+        "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
+            cam_curve_interval=opts.box_step, first_box_only=opts.first_box_only),
+        "maxboxacc": get_plugin("protocols", "maxboxacc")(first_box_only=opts.first_box_only),
     }
     if records and all(r.mask_path is not None for r in records):
         protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.box_step)
@@ -183,13 +192,15 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
 
     device = resolve_device(opts.device)
     t_start = time.perf_counter()
+    # Names, presets and overrides fail fast, before a dataset is read or generated.
+    get_plugin("datasets", opts.dataset)
+    method_cls, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
+                                                    opts.overrides)
     data = load_dataset(opts)
     check_splits(data)
     set_deterministic()
     torch.manual_seed(opts.seed)  # model initialisation
-    method, preset = build_method(opts.method, opts.preset, opts.dataset, opts.overrides,
-                                  data.num_classes)
-    cfg = method.config
+    method = method_cls(cfg, data.num_classes)
     pretrained: dict[str, Any] = {}
     if opts.pretrained:
         digest = sha256_file(opts.pretrained)
