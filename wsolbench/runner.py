@@ -229,8 +229,10 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
         def log_epoch(row: dict[str, Any]) -> None:
             step = len(history_rows) + 1
             history_rows.append(row)
-            tracker.log_metrics({f"train/{k}": v for k, v in row.items()
-                                 if isinstance(v, (int, float))}, step=step)
+            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            tracker.log_metrics({f"train/{k}": v for k, v in scalars.items()}, step=step)
+            if len(method.stages()) > 1:  # TRT: one nested run per training stage
+                tracker.log_stage_metrics(row["stage"], scalars, step=int(row["epoch"]))
 
         history_rows: list[dict[str, Any]] = []
         t_train = time.perf_counter()

@@ -43,6 +43,8 @@ class NullTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
+    def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None: ...
+
 
 class MLflowTracker:
     """Logs to an MLflow tracking store; imported lazily (mlflow is slow to import)."""
@@ -58,8 +60,9 @@ class MLflowTracker:
         if mlflow.get_experiment_by_name(experiment) is None:
             artifacts = (results_dir / "mlartifacts" / experiment).resolve()
             mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
-        mlflow.set_experiment(experiment)
+        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
         self.run_id: str | None = None
+        self._children: dict[str, str] = {}
 
     @contextlib.contextmanager
     def run(self, name: str, nested: bool = False) -> Iterator[MLflowTracker]:
@@ -68,6 +71,10 @@ class MLflowTracker:
             try:
                 yield self
             finally:
+                client = self._mlflow.MlflowClient(self.uri)
+                for child in self._children.values():
+                    client.set_terminated(child)
+                self._children.clear()
                 self.run_id = previous
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -82,3 +89,13 @@ class MLflowTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
+
+    def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None:
+        """Log into a nested run named after a training stage (created on first use)."""
+        client = self._mlflow.MlflowClient(self.uri)
+        if stage not in self._children:
+            child = client.create_run(self.experiment_id, run_name=stage, tags={
+                "mlflow.parentRunId": self.run_id or "", "stage": stage})
+            self._children[stage] = child.info.run_id
+        for key, value in metrics.items():
+            client.log_metric(self._children[stage], metric_key(key), float(value), step=step)
