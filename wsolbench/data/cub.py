@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsolbench.data.metadata import read_metadata
+from wsolbench.data.metadata import read_fullsup
 from wsolbench.data.records import Record, WSOLData
 from wsolbench.data.textfiles import image_size, parse, read_rows
 from wsolbench.errors import InputFileError, WsolbenchError
@@ -144,11 +144,7 @@ class CUBDataset:
                                  "CUB_200_2011/ (the official archive, unpacked)")
         root = Path(root)
         class_names, train, test = read_cub(root)
-        meta = Path(fullsup_metadata) if fullsup_metadata else root / "metadata" / "CUB" / "val"
-        fullsup: tuple[Record, ...] = ()
-        if meta.is_dir():
-            fullsup = read_metadata(meta, Path(fullsup_images) if fullsup_images else root / "CUBV2")
-        elif fullsup_metadata:
-            raise WsolbenchError(f"train-fullsup metadata folder not found: {meta}")
+        fullsup = read_fullsup(root / "metadata" / "CUB" / "val", root / "CUBV2",
+                               fullsup_metadata, fullsup_images)
         return WSOLData(name=cls.name, class_names=class_names, train=train, test=test,
                         fullsup=fullsup, root=root)

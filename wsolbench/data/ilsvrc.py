@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsolbench.data.metadata import read_metadata
+from wsolbench.data.metadata import read_fullsup
 from wsolbench.data.records import Record, WSOLData
 from wsolbench.errors import InputFileError, WsolbenchError
 
@@ -118,12 +118,8 @@ def load_ilsvrc(root: Path, name: str, fullsup_metadata: Path | None = None,
     classes, train = read_train(root / "train")
     xml_dir = root / "val_boxes" if (root / "val_boxes").is_dir() else None
     test = read_val(root, root / "val", xml_dir, classes)
-    meta = Path(fullsup_metadata) if fullsup_metadata else root / "metadata" / "ILSVRC" / "val"
-    fullsup: tuple[Record, ...] = ()
-    if meta.is_dir():
-        fullsup = read_metadata(meta, Path(fullsup_images) if fullsup_images else root)
-    elif fullsup_metadata:
-        raise WsolbenchError(f"train-fullsup metadata folder not found: {meta}")
+    fullsup = read_fullsup(root / "metadata" / "ILSVRC" / "val", root, fullsup_metadata,
+                           fullsup_images)
     return WSOLData(name=name, class_names=classes, train=train, test=test, fullsup=fullsup,
                     root=root)
 

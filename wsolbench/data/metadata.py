@@ -75,6 +75,22 @@ def read_metadata(split_dir: Path | str, image_root: Path | str, *, require_boxe
     return tuple(records)
 
 
+def read_fullsup(default_metadata: Path, default_images: Path,
+                 metadata: Path | str | None = None, images: Path | str | None = None
+                 ) -> tuple[Record, ...]:
+    """The held-out train-fullsup split (CUBV2 / ImageNetV2) in wsolevaluation's format.
+
+    Uses the given folders, else the dataset's defaults; a missing *default* folder means
+    "no such split" (empty), a missing *given* folder is an error.
+    """
+    folder = Path(metadata) if metadata else default_metadata
+    if folder.is_dir():
+        return read_metadata(folder, Path(images) if images else default_images)
+    if metadata:
+        raise WsolbenchError(f"train-fullsup metadata folder not found: {folder}")
+    return ()
+
+
 def _keyed(path: Path, known: dict[str, int], n_fields: int, convert) -> dict:
     out: dict = {}
     for line, fields in read_rows(path, n_fields, ","):
