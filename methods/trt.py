@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.tscam import build_vit, load_vit_weights
-from wsolbench.attention import capture_attention, class_token_attention
+from wsolbench.attention import capture_class_attention
 from wsolbench.method import Localization, MethodConfig, WSOLMethod
 
 POLICY_EPS = 1e-6
@@ -137,12 +137,12 @@ class TRT(WSOLMethod):
         vit, prefix = self.vit, self.vit.num_prefix_tokens
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
         blocks = list(vit.blocks)
-        with capture_attention(blocks[:-1]) as attentions:
+        with capture_class_attention(blocks[:-1], prefix) as rows:
             for block in blocks[:-2]:
                 x = block(x)
             cam_in = x  # output of block L-3: the CAM branch input
             x = blocks[-2](x)
-        m = class_token_attention(attentions, prefix)
+        m = torch.stack(rows).sum(dim=0)
         m = m / m.sum(dim=1, keepdim=True)
         keep = select_tokens(m.detach(), self.config.thresh)
         patches = x[:, prefix:]

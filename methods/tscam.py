@@ -8,7 +8,8 @@ of class c is `A* * S_c` (shared/spec/methods.md §2). This is the official repo
 coupling, not the attention-only variant inside the TRT repository (methods.md §2.6).
 
 Checked against: vasgaowei/TS-CAM `lib/models/deit.py` (class `TSCAM`). Built on timm's
-`VisionTransformer`; attention is read through `wsolbench.attention` hooks.
+`VisionTransformer`; the class-token attention is read through `wsolbench.attention` hooks
+(fused attention kernels stay on).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wsolbench.attention import capture_attention, class_token_attention
+from wsolbench.attention import capture_class_attention
 from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
 
 
@@ -85,9 +86,9 @@ class TSCAM(WSOLMethod):
         return self.semantic_maps(images).mean(dim=(2, 3))
 
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
-        with capture_attention(self.vit.blocks) as attentions:
+        with capture_class_attention(self.vit.blocks, self.vit.num_prefix_tokens) as rows:
             maps = self.semantic_maps(images)
-        agnostic = class_token_attention(attentions, self.vit.num_prefix_tokens)
+        agnostic = torch.stack(rows).sum(dim=0)  # A*: head mean, summed over all blocks
         semantic = maps[torch.arange(len(labels)), labels]  # [B, h, w]
         coupled = agnostic.reshape(semantic.shape) * semantic
         return Localization(maps=coupled.detach(), logits=maps.mean(dim=(2, 3)).detach())

@@ -5,7 +5,7 @@ import torch
 
 from methods.trt import TRT, TRTConfig, masked_token_softmax, select_tokens
 from methods.tscam import TSCAM, TSCAMConfig
-from wsolbench.attention import capture_attention
+from wsolbench.attention import capture_attention, capture_class_attention
 from wsolbench.method import read_state_dict
 
 
@@ -40,6 +40,34 @@ def test_attention_capture_matches_hand_computation_and_releases_hooks():
         torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)))
     assert all(not b.attn.attn_drop._forward_hooks for b in blocks)
     assert all(b.attn.fused_attn == blocks[0].attn.fused_attn for b in blocks)
+
+
+def test_class_row_capture_keeps_fused_attention_and_matches_the_full_maps():
+    model = tiny(TSCAM, TSCAMConfig)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), capture_class_attention(model.vit.blocks, 1) as rows:
+        assert all(b.attn.fused_attn for b in model.vit.blocks)
+        model.vit.forward_features(images)
+    for row, full in zip(rows, manual_attentions(model.vit, images)):
+        torch.testing.assert_close(row, full[:, :, 0, 1:].mean(1), atol=1e-6, rtol=1e-5)
+    assert all(not b.attn.qkv._forward_hooks for b in model.vit.blocks)
+
+
+def test_repeated_localize_keeps_no_tensors_alive():
+    import gc
+
+    model = tiny(TRT, TRTConfig)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(torch.is_tensor(o) for o in gc.get_objects())
+
+    model.localize(images, labels)
+    before = live_tensors()
+    for _ in range(10):
+        model.localize(images, labels)
+    assert live_tensors() <= before + 2
 
 
 def test_hooks_are_released_when_the_forward_fails():

@@ -1,9 +1,13 @@
 """Read softmax attention out of timm Vision Transformers without forking timm (STYLE.md §4).
 
-timm's `Attention` computes `softmax(q k^T * scale)` and passes it through `attn_drop` only
-on its unfused path. `capture_attention` switches fused attention off in the blocks asked for,
-hooks their `attn_drop`, and always restores both on exit, so training keeps the fused
-kernel and no hook outlives the `with` block (the leaks of pytorch-grad-cam #132/#195/#483).
+Two context managers, both of which always remove their hooks on exit (the leaks of
+pytorch-grad-cam #132/#195/#483):
+
+- `capture_attention`: full `[B, heads, N, N]` maps. timm passes the probabilities through
+  `attn_drop` only on its unfused path, so fused attention is switched off in those blocks
+  for the duration and restored afterwards.
+- `capture_class_attention`: only the class-token row, recomputed from the `qkv`
+  projection; blocks keep the fused kernel. TS-CAM and TRT need nothing more.
 """
 
 from __future__ import annotations
@@ -43,7 +47,33 @@ def capture_attention(blocks: Sequence[nn.Module]) -> Iterator[list[torch.Tensor
             block.attn.fused_attn = was_fused
 
 
-def class_token_attention(attentions: Sequence[torch.Tensor], num_prefix_tokens: int
-                          ) -> torch.Tensor:
-    """Class-token -> patch attention, head-averaged, summed over layers: `[B, n_patches]`."""
-    return torch.stack([a[:, :, 0, num_prefix_tokens:].mean(dim=1) for a in attentions]).sum(0)
+@contextlib.contextmanager
+def capture_class_attention(blocks: Sequence[nn.Module], num_prefix_tokens: int
+                            ) -> Iterator[list[torch.Tensor]]:
+    """Collect each block's class-token -> patch attention, head-averaged: `[B, n_patches]`.
+
+    Only the class token's row is needed by TS-CAM's A* and TRT's m, and that row is
+    `softmax(q_cls k^T * scale)`: it is recomputed from the `qkv` projection output (a hook
+    on `attn.qkv`), so the blocks keep timm's fused attention kernel. O(N) per head instead of
+    materializing the `N x N` map.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(attn: nn.Module):
+        def read(_module, _inputs, qkv: torch.Tensor) -> None:
+            b, n, _ = qkv.shape
+            q, k, _v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(
+                2, 0, 3, 1, 4).unbind(0)
+            q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
+            row = ((q * attn.scale) @ k.transpose(-2, -1)).float().softmax(dim=-1)
+            captured.append(row[:, :, 0, num_prefix_tokens:].mean(dim=1))
+        return read
+
+    handles = []
+    try:
+        for block in blocks:
+            handles.append(block.attn.qkv.register_forward_hook(hook(block.attn)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
