@@ -181,3 +181,20 @@ def test_trt_stages_are_nested_mlflow_runs(tmp_path, tiny_synth, tiny_synth_dir)
         [tracker.experiment_id], f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
     assert sorted(r.info.run_name for r in children) == ["cam", "tpsm"]
     assert all("loss" in r.data.metrics and r.info.status == "FINISHED" for r in children)
+
+
+def test_pretrained_file_is_hashed_and_a_wrong_sha256_refused(tmp_path, tiny_synth,
+                                                             tiny_synth_dir):
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.method import sha256_file
+
+    method, _ = build_method("cam", None, "synth-cub", FAST, tiny_synth.num_classes)
+    weights = tmp_path / "backbone.pth"
+    torch.save({k: v for k, v in method.state_dict().items() if k.startswith("features.")},
+               weights)
+    with pytest.raises(WsolbenchError, match="does not match --pretrained-sha256"):
+        run(options(tmp_path, tiny_synth_dir, pretrained=weights, pretrained_sha256="0" * 64),
+            tracker=NullTracker())
+    results = run(options(tmp_path, tiny_synth_dir, pretrained=weights, baselines=False,
+                          pretrained_sha256=sha256_file(weights)), tracker=NullTracker())
+    assert results["pretrained"]["sha256"] == sha256_file(weights)
