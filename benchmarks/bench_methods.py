@@ -70,11 +70,11 @@ def main() -> None:
         rows.append((name, fwd, fwd_mem, loc, loc_mem))
     print(f"{args.model}, batch {args.batch}, 224 px, {args.device}, {args.iters} iterations")
     print(f"{'model':<11} {'forward img/s':>14} {'x plain time':>13} {'localize img/s':>15} "
-          f"{'peak MB':>9}")
+          f"{'process peak MB':>16}")
     for name, fwd, mem, loc, loc_mem in rows:
         loc_s = f"{args.batch / loc:>15.1f}" if loc else f"{'-':>15}"
         print(f"{name:<11} {args.batch / fwd:>14.1f} {fwd / base:>12.2f}x {loc_s} "
-              f"{max(mem, loc_mem or 0):>9.0f}")
+              f"{max(mem, loc_mem or 0):>16.0f}")
 
 
 if __name__ == "__main__":
