@@ -34,12 +34,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from methods.tscam import build_vit, load_vit_weights
 from wsolbench.attention import capture_class_attention
 from wsolbench.method import Localization, MethodConfig, WSOLMethod
+from wsolbench.vit import build_vit, load_vit_weights
 
 POLICY_EPS = 1e-6
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
+from wsolbench.method import Localization, MethodConfig, WSOLMethod
+from wsolbench.vit import build_vit, load_vit_weights
 
 
 @dataclass(frozen=True)
@@ -30,28 +31,6 @@ class TSCAMConfig(MethodConfig):
 
     model: str = "vit_synth"
     drop_path: float = 0.1
-
-
-def build_vit(name: str, image_size: int, drop_path: float) -> nn.Module:
-    """A timm ViT without classifier; the token grid follows `image_size`."""
-    import timm
-    from timm.models.vision_transformer import VisionTransformer
-
-    if name == "vit_synth":
-        return VisionTransformer(img_size=image_size, patch_size=8, embed_dim=128, depth=6,
-                                 num_heads=4, num_classes=0, drop_path_rate=drop_path)
-    return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size,
-                             drop_path_rate=drop_path)
-
-
-def load_vit_weights(model: nn.Module, vit: nn.Module, state: dict[str, torch.Tensor],
-                     prefix: str, allow_missing: tuple[str, ...]) -> dict[str, list[str]]:
-    """timm/DeiT weights into `vit` (position embeddings resized to its grid by timm)."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
-    state = checkpoint_filter_fn(state, vit)
-    return load_matching(model, {f"{prefix}{k}": v for k, v in state.items()},
-                         "pretrained weights", allow_missing=allow_missing)
 
 
 class TSCAM(WSOLMethod):
