@@ -317,3 +317,17 @@ def test_process_shards_give_the_single_process_counters():
         assert a.n == b.n == n
         for key in a.state:
             np.testing.assert_array_equal(a.state[key], b.state[key])
+
+
+def test_component_tree_returns_exactly_the_opencv_contour_boxes_at_every_threshold():
+    from wsolbench.component_tree import contour_boxes_by_level
+
+    rng = np.random.default_rng(5)
+    maps = _random_maps(rng, 30) + [rng.random((40, 40)), np.zeros((5, 5))]
+    for raw in maps:
+        u8 = quantize(scoremap_wsolevaluation(raw, 64))
+        boxes, lo, hi = contour_boxes_by_level(u8)
+        for t in range(256):
+            expected = contour_boxes(u8, t, largest_only=False, clip=True)
+            got = boxes[(lo <= t) & (t <= hi)]
+            assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist())), t
