@@ -141,13 +141,15 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
               help="PxAP: folder of <image_id stem>.png foreground masks.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Write the full result (curves included) here.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes; shards are merged exactly (same counters as one process).")
 def evaluate_maps_cmd(maps_dir, metadata, protocol, cam_curve_interval, mask_root,
-                      json_out) -> None:
+                      json_out, workers) -> None:
     """Evaluate saved score maps of any method against a wsolevaluation split."""
     from wsolbench.fileio import atomic_write_json
     from wsolbench.maps import evaluate_maps
 
-    result = evaluate_maps(maps_dir, metadata, protocol, cam_curve_interval, mask_root)
+    result = evaluate_maps(maps_dir, metadata, protocol, cam_curve_interval, mask_root, workers)
     if json_out:
         atomic_write_json(json_out, result)
     click.echo(f"{protocol} over {result['n_images']} images, step {cam_curve_interval}")

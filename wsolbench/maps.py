@@ -46,8 +46,8 @@ def load_maps(maps_dir: Path, image_ids: list[str]) -> list[np.ndarray]:
 
 
 def evaluate_maps(maps_dir: Path, metadata_dir: Path, protocol: str = "maxboxacc_v2",
-                  cam_curve_interval: float = 0.01, mask_root: Path | None = None
-                  ) -> dict[str, Any]:
+                  cam_curve_interval: float = 0.01, mask_root: Path | None = None,
+                  workers: int = 1) -> dict[str, Any]:
     """Run one map protocol over a wsolevaluation split; returns its JSON-ready result."""
     if protocol not in MAP_PROTOCOLS:
         raise WsolbenchError(f"protocol {protocol!r} cannot evaluate saved maps; "
@@ -58,5 +58,5 @@ def evaluate_maps(maps_dir: Path, metadata_dir: Path, protocol: str = "maxboxacc
     maps = load_maps(Path(maps_dir), [r.image_id for r in records])
     metric = get_plugin("protocols", protocol)(cam_curve_interval=cam_curve_interval,
                                                scoremaps=True)
-    evaluate([metric], records, maps, desc=f"evaluate {protocol}")
+    evaluate([metric], records, maps, desc=f"evaluate {protocol}", workers=workers)
     return metric.compute()
