@@ -77,10 +77,6 @@ def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, str]:
     return out
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts/dataclasses into `a.b.c` keys (MLflow params)."""
     if dataclasses.is_dataclass(obj):

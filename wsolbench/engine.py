@@ -70,8 +70,8 @@ def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.o
             "train_state": dataclasses.asdict(state), **extra}
 
 
-def load_checkpoint(path: Path | str, method: WSOLMethod) -> dict[str, Any]:
-    """Load a checkpoint into `method`, refusing one from another method or class count."""
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """A checkpoint written by `train`, or a clear error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise WsolbenchError(f"checkpoint not found: {path}")
@@ -81,6 +81,16 @@ def load_checkpoint(path: Path | str, method: WSOLMethod) -> dict[str, Any]:
         raise WsolbenchError(f"{path}: not a readable wsolbench checkpoint ({exc})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise WsolbenchError(f"{path}: not a wsolbench checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def load_checkpoint(path: Path | str, method: WSOLMethod,
+                    ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint into `method`, refusing one from another method or class count.
+
+    `ckpt`: the already-read checkpoint of `path`, so the file is not read twice.
+    """
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path)
     if ckpt.get("method") != method.name:
         raise WsolbenchError(f"{path}: checkpoint of method {ckpt.get('method')!r}, "
                              f"not {method.name!r}")
@@ -213,11 +223,6 @@ class Predictions:
                                     maps=self.maps, logits=self.logits, labels=self.labels)
 
         atomic_save(path, write)
-
-    @classmethod
-    def load(cls, path: Path) -> Predictions:
-        with np.load(path) as z:
-            return cls(list(z["image_ids"]), z["maps"], z["logits"], z["labels"])
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from wsolbench.data.torch_dataset import TRAIN_TRANSFORMS
 from wsolbench.errors import WsolbenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,9 +58,9 @@ class MethodConfig:
                                  f"got {self.lr_step_mode!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8:
             raise WsolbenchError("epochs and batch_size must be >= 1 and image_size >= 8")
-        if self.train_transform not in ("resize_crop_flip", "timm_randaug"):
-            raise WsolbenchError(f"train_transform must be resize_crop_flip or timm_randaug, "
-                                 f"got {self.train_transform!r}")
+        if self.train_transform not in TRAIN_TRANSFORMS:
+            raise WsolbenchError(f"train_transform must be one of {', '.join(TRAIN_TRANSFORMS)},"
+                                 f" got {self.train_transform!r}")
         if self.resize_size < self.image_size:
             raise WsolbenchError(f"resize_size ({self.resize_size}) must be >= image_size "
                                  f"({self.image_size}): training crops image_size from it")

@@ -295,27 +295,19 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
                         ) -> dict[str, Any]:
     """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    from wsolbench.engine import load_checkpoint, resolve_device
+    from wsolbench.engine import load_checkpoint, read_checkpoint, resolve_device
 
     device = resolve_device(opts.device)
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise WsolbenchError(f"checkpoint not found: {checkpoint}") from None
-    except Exception as exc:
-        raise WsolbenchError(f"{checkpoint}: not a readable wsolbench checkpoint ({exc})"
-                             ) from None
-    if not isinstance(ckpt, dict) or "method" not in ckpt or "config" not in ckpt:
-        raise WsolbenchError(f"{checkpoint}: not a wsolbench checkpoint")
+    ckpt = read_checkpoint(checkpoint)
+    if "method" not in ckpt or "config" not in ckpt:
+        raise WsolbenchError(f"{checkpoint}: not a wsolbench checkpoint (no method/config)")
     data = load_dataset(opts)
     check_splits(data)
     method_cls = get_plugin("methods", ckpt["method"])
     config = method_cls.config_class(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in ckpt["config"].items()})
     method = method_cls(config, data.num_classes)
-    load_checkpoint(checkpoint, method)
+    load_checkpoint(checkpoint, method, ckpt)
     out_dir = Path(checkpoint).parent
     metrics, _ = evaluate_model(method, data, opts, out_dir, device)
     results = {"method": ckpt["method"], "dataset": data.name, "checkpoint": str(checkpoint),
