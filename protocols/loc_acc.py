@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from wsolbench.boxes import (EMPTY_BOX_OFFICIAL, best_iou_per_threshold, integer_thresholds,
-                             iou_matrix, scale_boxes_official, threshold_grid)
+from wsolbench.boxes import (EMPTY_BOX_OFFICIAL, best_iou_per_threshold, contour_boxes,
+                             integer_thresholds, iou_matrix, scale_boxes_official,
+                             threshold_grid)
 from wsolbench.postprocess import quantize, scoremap_official
 from wsolbench.protocol import EvalBatch, Protocol, percent, topk_hits
 
@@ -65,27 +66,52 @@ class LocAcc(Protocol):
                 "top5_loc": np.zeros(t, np.int64), "whole_gt_known": np.zeros((), np.int64),
                 "whole_top1_loc": np.zeros((), np.int64), "whole_top5_loc": np.zeros((), np.int64)}
 
+    def gt_boxes(self, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        gt = scale_boxes_official(boxes, size, self.eval_size)
+        return gt[:1] if self.first_box_only else gt
+
+    def score_u8(self, raw: np.ndarray) -> np.ndarray:
+        """The uint8 map boxes are cut from (official resize and normalization)."""
+        return quantize(scoremap_official(np.asarray(raw), self.eval_size))
+
+    def best_ious(self, raw: np.ndarray, gt: np.ndarray, taus: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """Largest-contour box IoU (best over GT boxes) per tau (default: the whole grid)."""
+        u8 = self.score_u8(raw)
+        taus = self.thresholds if taus is None else np.asarray(taus, dtype=np.float64)
+        return best_iou_per_threshold(u8, integer_thresholds(taus, int(u8.max())), gt,
+                                      largest_only=True, clip=False,
+                                      empty_box=EMPTY_BOX_OFFICIAL)
+
+    def box_at(self, raw: np.ndarray, tau: float) -> np.ndarray:
+        """The predicted box `int [4]` at one tau (largest contour; none -> (0, 0, 1, 1))."""
+        u8 = self.score_u8(raw)
+        t = int(integer_thresholds(np.array([tau]), int(u8.max()))[0])
+        boxes = contour_boxes(u8, t, largest_only=True, clip=False)
+        return boxes[0] if len(boxes) else np.asarray(EMPTY_BOX_OFFICIAL, dtype=np.int64)
+
+    def passes_gt_known(self, iou: np.ndarray) -> np.ndarray:
+        return _passes(iou, self.gt_known_strict)
+
+    def passes_topk(self, iou: np.ndarray) -> np.ndarray:
+        return _passes(iou, self.topk_strict)
+
     def _update(self, batch: EvalBatch) -> None:
         top1 = topk_hits(batch.logits, batch.labels, 1)
         top5 = topk_hits(batch.logits, batch.labels, 5)
         s = self.eval_size
         whole = np.array([[0, 0, s - 1, s - 1]])
         for i, raw in enumerate(batch.maps):
-            gt = scale_boxes_official(batch.boxes[i], tuple(batch.sizes[i]), s)
-            if self.first_box_only:
-                gt = gt[:1]
-            u8 = quantize(scoremap_official(np.asarray(raw), s))
-            best = best_iou_per_threshold(
-                u8, integer_thresholds(self.thresholds, int(u8.max())), gt,
-                largest_only=True, clip=False, empty_box=EMPTY_BOX_OFFICIAL)
-            box_topk = _passes(best, self.topk_strict)
-            self.state["gt_known"] += _passes(best, self.gt_known_strict)
+            gt = self.gt_boxes(batch.boxes[i], tuple(batch.sizes[i]))
+            best = self.best_ious(raw, gt)
+            box_topk = self.passes_topk(best)
+            self.state["gt_known"] += self.passes_gt_known(best)
             self.state["top1_loc"] += box_topk & top1[i]
             self.state["top5_loc"] += box_topk & top5[i]
             whole_iou = iou_matrix(whole, gt).max()
-            self.state["whole_gt_known"] += bool(_passes(whole_iou, self.gt_known_strict))
-            self.state["whole_top1_loc"] += bool(_passes(whole_iou, self.topk_strict) & top1[i])
-            self.state["whole_top5_loc"] += bool(_passes(whole_iou, self.topk_strict) & top5[i])
+            self.state["whole_gt_known"] += bool(self.passes_gt_known(whole_iou))
+            self.state["whole_top1_loc"] += bool(self.passes_topk(whole_iou) & top1[i])
+            self.state["whole_top5_loc"] += bool(self.passes_topk(whole_iou) & top5[i])
 
     def index_of(self, tau: float) -> int:
         return int(np.flatnonzero(self.thresholds == tau)[0])

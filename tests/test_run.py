@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -48,6 +49,21 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
     assert results["metrics"]["fair"]["selected_on"] == "fullsup"
     assert [r["stage"] for r in saved["training"]["history"]] == (
         ["tpsm", "cam"] if name == "trt" else ["train"])
+    # Per-image outcomes average to exactly the aggregate numbers they are resampled for.
+    per_image = pd.read_csv(run_dir / "per_image_test.csv")
+    assert len(per_image) == 12
+    test, fair = m["test"], m["fair"]
+    expected = {"cls_top1": test["classification"]["top1_cls"],
+                "top1_loc_paper": test["paper"]["top1_loc"],
+                "top5_loc_paper": test["paper"]["top5_loc"],
+                "gt_known_paper": test["paper"]["gt_known_loc"],
+                "gt_known_fair": fair["gt_known_loc"], "top1_loc_fair": fair["top1_loc"],
+                "boxacc_v2_mean": test["maxboxacc_v2"]["mean"]}
+    for delta in ("30", "50", "70"):
+        expected[f"boxacc_v2_{delta}"] = test["maxboxacc_v2"]["per_iou"][delta]["max_acc"]
+    for column, value in expected.items():
+        assert per_image[column].mean() * 100 == pytest.approx(value, abs=1e-9), column
+    assert (per_image["error_category"] == "correct").sum() == per_image["top1_loc_paper"].sum()
 
 
 def test_killed_run_resumes_with_identical_metrics(tmp_path, tiny_synth):
@@ -69,6 +85,27 @@ def test_killed_run_resumes_with_identical_metrics(tmp_path, tiny_synth):
     for a, b in zip(reference.history, resumed.history):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
         assert a["train_acc"] == b["train_acc"]
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path, tiny_synth):
+    def fresh(epochs):
+        torch.manual_seed(0)
+        method, _ = build_method("cam", None, "synth-cub", {**FAST, "epochs": str(epochs)},
+                                 tiny_synth.num_classes)
+        return method
+
+    train(fresh(2), tiny_synth.train, tmp_path, device=torch.device("cpu"), seed=3)
+    other_config = train(fresh(3), tiny_synth.train, tmp_path, device=torch.device("cpu"),
+                         seed=3, resume=True)
+    assert [r["epoch"] for r in other_config.history] == [1, 2, 3]  # restarted from scratch
+    other_data = train(fresh(3), tiny_synth.train, tmp_path, device=torch.device("cpu"),
+                       seed=3, resume=True, fingerprint="another dataset")
+    assert [r["epoch"] for r in other_data.history] == [1, 2, 3]
+    written = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    same = train(fresh(3), tiny_synth.train, tmp_path, device=torch.device("cpu"), seed=3,
+                 resume=True, fingerprint="another dataset")
+    assert same.history == other_data.history  # finished, same config: resumed, not retrained
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == written
 
 
 def _cli(*args, cwd=None):

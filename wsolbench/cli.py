@@ -79,11 +79,16 @@ def cli() -> None:
 @click.option("--pretrained", type=click.Path(path_type=Path), default=None,
               help="Local backbone weights (.pth or .safetensors). Never downloaded.")
 @click.option("--pretrained-sha256", default=None, help="Refuse weights with another SHA-256.")
-@click.option("--resume", is_flag=True, help="Continue from this run's last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue from this run's last checkpoint (one written under another "
+                   "config, dataset or seed is not resumed: training restarts).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
+@click.option("--threads", type=int, default=None,
+              help="Torch CPU threads (default: torch's choice; the workflow sets its own).")
 def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
-        results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only, seed, preset, epochs, batch_size, lr,
-        settings, pretrained, pretrained_sha256, resume, no_mlflow) -> None:
+        results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only, seed,
+        preset, epochs, batch_size, lr, settings, pretrained, pretrained_sha256, resume,
+        no_mlflow, threads) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
     Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
@@ -102,7 +107,7 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       pretrained=pretrained, pretrained_sha256=pretrained_sha256, resume=resume,
                       num_workers=num_workers, mlflow=not no_mlflow, box_step=box_step,
                       baselines=not no_baselines, eval_workers=eval_workers,
-                      first_box_only=first_box_only)
+                      first_box_only=first_box_only, threads=threads)
     results = run_job(opts)
     _print_summary(results)
 

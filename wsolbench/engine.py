@@ -10,6 +10,8 @@ protocol takes its CAM threshold from the train-fullsup split.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import random
 import time
@@ -29,6 +31,8 @@ from wsolbench.data.torch_dataset import RecordDataset, build_transform
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save
 from wsolbench.method import WSOLMethod
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -127,22 +131,32 @@ def _make_optimizer(method: WSOLMethod, params, cfg) -> torch.optim.Optimizer:
 def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, device: torch.device,
           seed: int, resume: bool = False, num_workers: int = 0,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          stop_after_epochs: int | None = None) -> TrainState:
+          stop_after_epochs: int | None = None, fingerprint: str = "") -> TrainState:
     """Train every stage of `method` on `records`; a checkpoint after each epoch.
 
     Args:
         run_dir: where `checkpoint.pt` lives (read with `resume`, rewritten each epoch).
         on_epoch: called with each epoch's log row (loss, accuracy, lr, time).
         stop_after_epochs: stop after this many epochs in this call (tests kill runs midway).
+        fingerprint: what the run depends on beyond the config (dataset, seed); a checkpoint
+            written under another config or fingerprint is not resumed: training restarts.
     """
     cfg = method.config
     method.to(device)
     state, opt_state = TrainState(), None
     ckpt_path = run_dir / CHECKPOINT_NAME
     if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, method)
-        state = TrainState(**ckpt["train_state"])
-        opt_state = ckpt.get("optimizer")
+        ckpt = read_checkpoint(ckpt_path)
+        config = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as JSON lists
+        same = (json.loads(json.dumps(ckpt.get("config"))) == config
+                and ckpt.get("fingerprint", "") == fingerprint and ckpt.get("seed") == seed)
+        if same:
+            load_checkpoint(ckpt_path, method, ckpt)
+            state = TrainState(**ckpt["train_state"])
+            opt_state = ckpt.get("optimizer")
+        else:
+            logger.warning("%s was written under another config, dataset or seed: "
+                           "not resumed, training from scratch", ckpt_path)
     dataset = RecordDataset(records, build_transform(True, cfg.image_size, cfg.resize_size,
                                                      cfg.mean, cfg.std, cfg.train_transform))
     epochs_run = 0
@@ -165,7 +179,8 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
             state.epoch = epoch
             state.history.append(row)
             atomic_save(ckpt_path, lambda p: torch.save(
-                checkpoint_payload(method, state, optimizer, {"seed": seed}), p))
+                checkpoint_payload(method, state, optimizer,
+                                   {"seed": seed, "fingerprint": fingerprint}), p))
             epochs_run += 1
             if on_epoch:
                 on_epoch(row)

@@ -2,12 +2,15 @@
 
 Outputs land in `results/runs/<dataset>/<method>/<seed>/`: `config.json` (resolved config,
 git commit, package versions), `checkpoint.pt`, `predictions_{test,fullsup}.npz` (raw maps
-and logits, for re-evaluation without the model), `results.json`, `grid.png`.
+and logits, for re-evaluation without the model), `per_image_test.csv` (each test image's
+correctness under every reported number, and its error category), `results.json`, `grid.png`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -21,10 +24,12 @@ import numpy as np
 from wsolbench import __version__
 from wsolbench.config import apply_overrides, flatten
 from wsolbench.errors import WsolbenchError
-from wsolbench.fileio import atomic_write_json
+from wsolbench.fileio import atomic_write_json, atomic_write_text
+from wsolbench.per_image import per_image_outcomes
 from wsolbench.registry import get_plugin
 
 GRID_IMAGES = 16
+PER_IMAGE_NAME = "per_image_test.csv"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class RunOptions:
     baselines: bool = True
     eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
     first_box_only: bool = False  # match only each image's first GT box (TRT repo behaviour)
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
 
 
 def package_versions() -> dict[str, str]:
@@ -191,6 +197,8 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     from wsolbench.tracking import MLflowTracker, NullTracker
 
     device = resolve_device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
     # Names, presets and overrides fail fast, before a dataset is read or generated.
     get_plugin("datasets", opts.dataset)
@@ -237,7 +245,8 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
         history_rows: list[dict[str, Any]] = []
         t_train = time.perf_counter()
         state = train(method, data.train, run_dir, device=device, seed=opts.seed,
-                      resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch)
+                      resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch,
+                      fingerprint=run_fingerprint(resolved))
         train_seconds = time.perf_counter() - t_train
 
         t_eval = time.perf_counter()
@@ -260,6 +269,13 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     return results
 
 
+def run_fingerprint(resolved: dict[str, Any]) -> str:
+    """Hash of what a checkpoint depends on besides the method config: data and weights."""
+    blob = json.dumps({k: resolved.get(k) for k in ("dataset", "dataset_info", "pretrained")},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Localize test and train-fullsup, run every protocol, the fair transfer and baselines."""
@@ -274,6 +290,11 @@ def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device
     metrics: dict[str, Any] = {s: {k: p.compute() for k, p in protos.items()}
                                for s, protos in evaluated.items()}
     metrics["fair"] = fair_protocol(evaluated["fullsup"], evaluated["test"])
+    test = evaluated["test"]
+    outcomes = per_image_outcomes(data.test, preds["test"].maps, preds["test"].logits,
+                                  test["paper"], test["maxboxacc_v2"],
+                                  fair_tau=metrics["fair"]["cam_threshold"])
+    atomic_write_text(out_dir / PER_IMAGE_NAME, outcomes.to_csv(index=False))
     if opts.baselines:
         metrics["baselines"] = run_baselines(data.test, opts)
     return metrics, preds
