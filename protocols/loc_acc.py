@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from wsolbench.boxes import (EMPTY_BOX_OFFICIAL, best_iou_per_threshold, contour_boxes,
+from wsolbench.boxes import (EMPTY_BOX_OFFICIAL, best_iou_per_threshold, box_at_threshold,
                              integer_thresholds, iou_matrix, scale_boxes_official,
                              threshold_grid)
 from wsolbench.postprocess import quantize, scoremap_official
@@ -85,10 +85,7 @@ class LocAcc(Protocol):
 
     def box_at(self, raw: np.ndarray, tau: float) -> np.ndarray:
         """The predicted box `int [4]` at one tau (largest contour; none -> (0, 0, 1, 1))."""
-        u8 = self.score_u8(raw)
-        t = int(integer_thresholds(np.array([tau]), int(u8.max()))[0])
-        boxes = contour_boxes(u8, t, largest_only=True, clip=False)
-        return boxes[0] if len(boxes) else np.asarray(EMPTY_BOX_OFFICIAL, dtype=np.int64)
+        return box_at_threshold(self.score_u8(raw), tau, EMPTY_BOX_OFFICIAL)
 
     def passes_gt_known(self, iou: np.ndarray) -> np.ndarray:
         return _passes(iou, self.gt_known_strict)

@@ -86,6 +86,15 @@ def contour_boxes(u8: np.ndarray, t: int, *, largest_only: bool, clip: bool) -> 
     return boxes
 
 
+def box_at_threshold(u8: np.ndarray, tau: float, empty_box: tuple[int, int, int, int] =
+                     EMPTY_BOX_OFFICIAL) -> np.ndarray:
+    """The largest-contour box `int64 [4]` of `u8 > int(tau * max(u8))`, unclipped, as the
+    TS-CAM/TRT code draws it; `empty_box` when nothing passes the threshold."""
+    t = int(integer_thresholds(np.array([tau]), int(u8.max()))[0])
+    boxes = contour_boxes(u8, t, largest_only=True, clip=False)
+    return boxes[0] if len(boxes) else np.asarray(empty_box, dtype=np.int64)
+
+
 def best_iou_per_threshold(u8: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray, *,
                            largest_only: bool, clip: bool, empty_box: tuple[int, int, int, int]
                            ) -> np.ndarray:

@@ -25,8 +25,15 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, str]:
     return parse_overrides(pairs)
 
 
-def _dataset_options(func):
-    options = [
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _data_source_options(func):
+    """Where a dataset comes from (shared by every command that reads one)."""
+    return _apply(func, [
         click.option("--dataset", default="synth-cub", show_default=True,
                      help="Dataset plugin name (`wsolbench list datasets`)."),
         click.option("--data-root", type=click.Path(path_type=Path), default=None,
@@ -39,9 +46,14 @@ def _dataset_options(func):
                      help="Image root the train-fullsup ids are relative to."),
         click.option("--data-set", "data_set", multiple=True, metavar="KEY=VALUE",
                      help="Override a synthetic-dataset knob, e.g. --data-set num_classes=20."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
                      show_default=True, help="Where runs, data caches and MLflow live."),
+    ])
+
+
+def _dataset_options(func):
+    return _data_source_options(_apply(func, [
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--num-workers", type=int, default=0, show_default=True,
                      help="DataLoader worker processes."),
         click.option("--box-step", type=float, default=0.001, show_default=True,
@@ -53,10 +65,29 @@ def _dataset_options(func):
         click.option("--first-box-only", is_flag=True,
                      help="Match only each image's first GT box (to measure the TRT "
                           "repository's ILSVRC behaviour); default: best over all boxes."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ]))
+
+
+def _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir):
+    from wsolbench.runner import RunOptions, check_splits, load_dataset
+
+    opts = RunOptions(method="", dataset=dataset, data_root=data_root,
+                      fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
+                      results_dir=results_dir, dataset_overrides=_overrides(data_set))
+    data = load_dataset(opts)
+    check_splits(data)
+    return data
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -206,8 +237,104 @@ def _synth_command(name: str, layout: str, config_path: str):
     return command
 
 
+@data.command("prepare")
+@_data_source_options
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Write the dataset's split sizes and info here (the workflow's marker).")
+def data_prepare(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir,
+                 json_out) -> None:
+    """Read (synth: generate) a dataset once and check every split, before jobs use it."""
+    from wsolbench.fileio import atomic_write_json
+
+    data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
+                      results_dir)
+    info = {"dataset": data.name, "num_classes": data.num_classes,
+            "splits": {s: len(data.split(s)) for s in ("train", "test", "fullsup")},
+            "info": data.info}
+    if json_out:
+        atomic_write_json(json_out, info)
+    click.echo(f"{data.name}: {data.num_classes} classes, " + ", ".join(
+        f"{n} {s}" for s, n in info["splits"].items()))
+
+
 _synth_command("synth-cub", "cub", "SynthConfig")
 _synth_command("synth-imagenet", "ilsvrc", "SynthImageNetConfig")
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--role", "roles", multiple=True, metavar="ROLE=DATASET",
+              help="Which dataset stands in each real dataset's table: cub=synth-cub "
+                   "(Tables 1-2), ilsvrc=synth-imagenet (Table 3). Repeatable.")
+@click.option("--methods", default="cam,tscam,trt", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--protocols", default="paper,fair,wsolevaluation", show_default=True,
+              help="Measured protocols to show.")
+@click.option("--reported", type=click.Path(path_type=Path),
+              default=Path("results/reference/reported.csv"), show_default=True,
+              help="Reported numbers with their sources.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default RESULTS_DIR/tables).")
+@click.option("--resamples", type=int, default=10_000, show_default=True,
+              help="Paired-bootstrap resamples.")
+def tables(results_dir, roles, methods, seeds, protocols, reported, out, resamples) -> None:
+    """Tables 1-3 (LaTeX, CSV, Markdown), statistics and paired bootstrap from runs."""
+    from wsolbench.report import make_tables
+
+    role_map = _overrides(roles) if roles else {"cub": "synth-cub"}
+    chosen = _name_list(protocols)
+    bad = set(chosen) - {"paper", "fair", "wsolevaluation"}
+    if bad:
+        raise click.BadParameter(f"unknown protocol(s) {sorted(bad)}", param_hint="--protocols")
+    written = make_tables(results_dir, role_map, _name_list(methods), _int_list(seeds), chosen,
+                          reported, out or results_dir / "tables", resamples)
+    for path in written.values():
+        click.echo(path)
+
+
+@cli.command()
+@_data_source_options
+@click.option("--methods", default="cam,tscam,trt", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--images", type=int, default=6, show_default=True,
+              help="Rows of the qualitative grid.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default RESULTS_DIR/figures/<dataset>).")
+def figures(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir,
+            methods, seeds, images, out) -> None:
+    """Qualitative grid, BoxAcc-vs-threshold curves and error categories of one dataset."""
+    from wsolbench.report import make_figures
+
+    data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
+                      results_dir)
+    paths = make_figures(results_dir, data, _name_list(methods), _int_list(seeds),
+                         out or results_dir / "figures" / data.name, images)
+    for path in paths:
+        click.echo(path)
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
+                                                   path_type=Path))
+@click.option("--name", default="tables-and-figures", show_default=True,
+              help="Run name in the MLflow experiment 'summary'.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Write the summary run's id and files here.")
+def summary(results_dir, files, name, json_out) -> None:
+    """Log FILES (tables, figures) as artifacts of one MLflow summary run."""
+    from wsolbench.fileio import atomic_write_json
+    from wsolbench.tracking import log_summary_run
+
+    if not files:
+        raise click.UsageError("give the table and figure files to log")
+    run_id = log_summary_run(results_dir, list(files), {"n_files": len(files)}, name)
+    if json_out:
+        atomic_write_json(json_out, {"mlflow_run_id": run_id, "experiment": "summary",
+                                     "files": [str(f) for f in files]})
+    click.echo(f"logged {len(files)} files to MLflow run {run_id} (experiment 'summary')")
 
 
 def _scalars(metrics: dict) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Figures: a qualitative grid of test images with heatmap, GT box and predicted box."""
+"""Figures: qualitative grids (maps, GT and predicted boxes), BoxAcc-vs-threshold curves,
+error categories. Files are written atomically; report figures as PNG and PDF."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from wsolbench.boxes import contour_boxes, integer_thresholds  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from wsolbench.boxes import box_at_threshold  # noqa: E402
 from wsolbench.data.records import Record  # noqa: E402
 from wsolbench.fileio import atomic_path  # noqa: E402
+from wsolbench.per_image import ERROR_CATEGORIES  # noqa: E402
 from wsolbench.postprocess import quantize, scoremap_official  # noqa: E402
 
 FRAME = 224
@@ -23,10 +28,46 @@ FRAME = 224
 
 def predicted_box(raw: np.ndarray, cam_threshold: float) -> np.ndarray:
     """The paper-protocol box `(x0, y0, x1, y1)` in the 224 frame (largest contour)."""
-    u8 = quantize(scoremap_official(raw, FRAME))
-    t = int(integer_thresholds(np.array([cam_threshold]), int(u8.max()))[0])
-    boxes = contour_boxes(u8, t, largest_only=True, clip=False)
-    return boxes[0] if len(boxes) else np.array([0, 0, 1, 1])
+    return box_at_threshold(quantize(scoremap_official(raw, FRAME)), cam_threshold)
+
+
+def _image(record: Record) -> np.ndarray:
+    with Image.open(record.path) as img:
+        return np.asarray(img.convert("RGB").resize((FRAME, FRAME)))
+
+
+def _draw_gt(ax, record: Record) -> None:
+    w, h = record.size
+    sx, sy = FRAME / w, FRAME / h
+    for x0, y0, x1, y1 in record.boxes:
+        ax.add_patch(Rectangle((x0 * sx, y0 * sy), (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy,
+                               fill=False, edgecolor="lime", linewidth=1.5))
+
+
+def _overlay(ax, image: np.ndarray, record: Record, raw: np.ndarray | None,
+             cam_threshold: float | None) -> None:
+    """Image, its map (when given), GT boxes in green, the predicted box in red."""
+    ax.imshow(image)
+    if raw is not None:
+        ax.imshow(np.nan_to_num(scoremap_official(raw, FRAME)), cmap="jet", alpha=0.45,
+                  vmin=0, vmax=1)
+    _draw_gt(ax, record)
+    if raw is not None and cam_threshold is not None:
+        px0, py0, px1, py1 = predicted_box(raw, cam_threshold)
+        ax.add_patch(Rectangle((px0, py0), px1 - px0, py1 - py0, fill=False, edgecolor="red",
+                               linewidth=1.5))
+
+
+def save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write `stem.<format>` for each format atomically; close the figure."""
+    paths = []
+    for fmt in formats:
+        path = Path(f"{stem}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
 
 
 def localization_grid(records: Sequence[Record], maps: Sequence[np.ndarray], path: Path,
@@ -38,19 +79,7 @@ def localization_grid(records: Sequence[Record], maps: Sequence[np.ndarray], pat
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, record, raw in zip(np.atleast_1d(axes).ravel(), records, maps):
-        with Image.open(record.path) as img:
-            image = np.asarray(img.convert("RGB").resize((FRAME, FRAME)))
-        score = np.nan_to_num(scoremap_official(raw, FRAME))
-        ax.imshow(image)
-        ax.imshow(score, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        w, h = record.size
-        for x0, y0, x1, y1 in record.boxes:
-            sx, sy = FRAME / w, FRAME / h
-            ax.add_patch(Rectangle((x0 * sx, y0 * sy), (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy,
-                                   fill=False, edgecolor="lime", linewidth=1.5))
-        px0, py0, px1, py1 = predicted_box(raw, cam_threshold)
-        ax.add_patch(Rectangle((px0, py0), px1 - px0, py1 - py0, fill=False, edgecolor="red",
-                               linewidth=1.5))
+        _overlay(ax, _image(record), record, raw, cam_threshold)
         ax.set_title(Path(record.image_id).name[:28], fontsize=6)
     fig.suptitle(f"{title}  (green: GT, red: prediction at tau={cam_threshold})", fontsize=8)
     fig.tight_layout()
@@ -58,3 +87,56 @@ def localization_grid(records: Sequence[Record], maps: Sequence[np.ndarray], pat
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def method_grid(records: Sequence[Record], maps: dict[str, np.ndarray],
+                thresholds: dict[str, float], stem: Path, title: str) -> list[Path]:
+    """The paper's Figs 3–4 layout: one row per image, the image with its GT box, then each
+    method's map with its predicted box (same images for every method)."""
+    names = list(maps)
+    fig, axes = plt.subplots(len(records), 1 + len(names),
+                             figsize=(1.9 * (1 + len(names)), 1.9 * len(records) + 0.5),
+                             squeeze=False)
+    for row, record in enumerate(records):
+        image = _image(record)
+        _overlay(axes[row, 0], image, record, None, None)
+        for col, name in enumerate(names, start=1):
+            _overlay(axes[row, col], image, record, maps[name][row], thresholds[name])
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for col, name in enumerate(["image + GT", *names]):
+        axes[0, col].set_title(name, fontsize=9)
+    fig.suptitle(f"{title}\n(green: GT boxes; red: box at each method's paper-protocol tau)",
+                 fontsize=9)
+    return save_figure(fig, stem)
+
+
+def boxacc_curves(curves: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """BoxAcc vs CAM threshold, one panel per IoU threshold, one line per method (band:
+    95 % CI over seeds). `curves`: columns method, seed, iou, threshold, boxacc."""
+    grid = sns.relplot(data=curves, x="threshold", y="boxacc", hue="method", col="iou",
+                       kind="line", errorbar=("ci", 95), height=2.8, aspect=1.1,
+                       facet_kws={"sharey": True})
+    grid.set_axis_labels("CAM threshold tau", "BoxAcc (%)")
+    grid.set_titles("IoU >= {col_name}")
+    grid.figure.suptitle(title, y=1.04, fontsize=10)
+    return save_figure(grid.figure, stem)
+
+
+def error_chart(errors: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Stacked shares of TS-CAM's error categories per method (`errors`: method, category,
+    percent)."""
+    table = (errors.pivot(index="method", columns="category", values="percent")
+             .reindex(columns=list(ERROR_CATEGORIES)).fillna(0.0))
+    fig, ax = plt.subplots(figsize=(6.0, 0.6 * len(table) + 1.4))
+    colors = sns.color_palette("Set2", len(ERROR_CATEGORIES))
+    left = np.zeros(len(table))
+    for color, category in zip(colors, table.columns):
+        ax.barh(table.index, table[category], left=left, color=color, label=category)
+        left += table[category].to_numpy()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of test images (top-1 box, paper protocol)")
+    ax.legend(ncols=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, stem)

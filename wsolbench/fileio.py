@@ -69,6 +69,25 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on `path` (created if missing) for the block.
+
+    POSIX `flock`: released by the kernel when the holder dies, so a killed job never leaves
+    a stale lock. (Not reliable on NFS; keep `results/` on a local or lock-aware filesystem.)
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -3,6 +3,11 @@
 One MLflow run per `wsolbench run`, in an experiment named after the dataset. Params are the
 resolved config flattened to dotted keys; metrics use `split/name` keys (valid MLflow keys).
 Browse with: `mlflow ui --backend-store-uri sqlite:///results/mlflow.db --workers 1`.
+
+Parallel jobs (`snakemake --cores 8`) share one SQLite store. SQLite allows one writer at a
+time and MLflow's first connection creates the schema, which two processes must not do at
+once; so every write goes through an inter-process lock on `mlflow.db.lock` beside the
+database (held for milliseconds per call, released by the kernel if a job dies).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from wsolbench.fileio import file_lock
 
 _KEY_OK = re.compile(r"[^0-9A-Za-z_\-./ ]")
 
@@ -55,47 +62,82 @@ class MLflowTracker:
         import mlflow
 
         self._mlflow = mlflow
-        self.uri = tracking_uri or default_tracking_uri(results_dir)
+        self._lock_path = Path(results_dir) / "mlflow.db.lock"
+        self.uri = tracking_uri or default_tracking_uri(Path(results_dir))
         mlflow.set_tracking_uri(self.uri)
-        if mlflow.get_experiment_by_name(experiment) is None:
-            artifacts = (results_dir / "mlartifacts" / experiment).resolve()
-            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
-        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
+        with self._locked():  # schema creation and experiment creation: one process at a time
+            if mlflow.get_experiment_by_name(experiment) is None:
+                artifacts = (Path(results_dir) / "mlartifacts" / experiment).resolve()
+                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+            self.experiment_id = mlflow.set_experiment(experiment).experiment_id
         self.run_id: str | None = None
         self._children: dict[str, str] = {}
 
+    def _locked(self):
+        return file_lock(self._lock_path)
+
     @contextlib.contextmanager
     def run(self, name: str, nested: bool = False) -> Iterator[MLflowTracker]:
-        with self._mlflow.start_run(run_name=name, nested=nested) as active:
-            previous, self.run_id = self.run_id, active.info.run_id
-            try:
-                yield self
-            finally:
+        with self._locked():
+            active = self._mlflow.start_run(run_name=name, nested=nested)
+        previous, self.run_id = self.run_id, active.info.run_id
+        status = "FAILED"
+        try:
+            yield self
+            status = "FINISHED"
+        finally:
+            with self._locked():
                 client = self._mlflow.MlflowClient(self.uri)
                 for child in self._children.values():
-                    client.set_terminated(child)
+                    client.set_terminated(child, status)
                 self._children.clear()
-                self.run_id = previous
+                self._mlflow.end_run(status)
+            self.run_id = previous
 
     def log_params(self, params: dict[str, Any]) -> None:
         clean = {metric_key(k): str(v)[:6000] for k, v in params.items()}
-        self._mlflow.log_params(clean)
+        with self._locked():
+            self._mlflow.log_params(clean)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+        with self._locked():
+            self._mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()},
+                                     step=step)
 
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path=folder)
+        with self._locked():
+            self._mlflow.log_artifact(str(path), artifact_path=folder)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        with self._locked():
+            self._mlflow.set_tags(tags)
 
     def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None:
         """Log into a nested run named after a training stage (created on first use)."""
-        client = self._mlflow.MlflowClient(self.uri)
-        if stage not in self._children:
-            child = client.create_run(self.experiment_id, run_name=stage, tags={
-                "mlflow.parentRunId": self.run_id or "", "stage": stage})
-            self._children[stage] = child.info.run_id
-        for key, value in metrics.items():
-            client.log_metric(self._children[stage], metric_key(key), float(value), step=step)
+        with self._locked():
+            client = self._mlflow.MlflowClient(self.uri)
+            if stage not in self._children:
+                child = client.create_run(self.experiment_id, run_name=stage, tags={
+                    "mlflow.parentRunId": self.run_id or "", "stage": stage})
+                self._children[stage] = child.info.run_id
+            for key, value in metrics.items():
+                client.log_metric(self._children[stage], metric_key(key), float(value),
+                                  step=step)
+
+
+def log_summary_run(results_dir: Path, files: list[Path], params: dict[str, Any],
+                    name: str = "tables-and-figures", experiment: str = "summary") -> str:
+    """One MLflow run holding the tables and figures as artifacts (folders kept: `tables/`,
+    `figures/<dataset>/`); returns its run id."""
+    tracker = MLflowTracker(experiment, Path(results_dir))
+    root = Path(results_dir).resolve()
+    with tracker.run(name):
+        tracker.log_params(params)
+        for path in files:
+            path = Path(path).resolve()
+            try:
+                folder = str(path.parent.relative_to(root))
+            except ValueError:  # outside results/: keep it at the top level
+                folder = None
+            tracker.log_artifact(path, folder)
+        return tracker.run_id or ""

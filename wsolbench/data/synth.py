@@ -32,7 +32,7 @@ from wsolbench.data.cub import read_cub
 from wsolbench.data.metadata import read_metadata, write_metadata
 from wsolbench.data.records import Record, WSOLData
 from wsolbench.errors import WsolbenchError
-from wsolbench.fileio import atomic_directory
+from wsolbench.fileio import atomic_directory, file_lock
 
 GENERATOR_VERSION = 5
 SPLITS = ("train", "test", "fullsup")
@@ -463,7 +463,11 @@ class SynthCUBDataset:
 
 def _ensure_generated(path: Path, cfg: SynthConfig, workers: int, layout: str) -> Path:
     if not (path / "synth.json").is_file():
-        generate(cfg, path, workers=workers, layout=layout)
+        # Parallel jobs (the workflow, several `wsolbench run`) may ask for the same dataset:
+        # one generates, the others wait and then read it.
+        with file_lock(path.parent / f".{path.name}.lock"):
+            if not (path / "synth.json").is_file():
+                generate(cfg, path, workers=workers, layout=layout)
     stored = json.loads((path / "synth.json").read_text())
     if stored.get("generator_version") != GENERATOR_VERSION:
         raise WsolbenchError(f"{path} was written by another generator version; delete it")

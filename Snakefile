@@ -1,0 +1,32 @@
+# wsolbench workflow: train -> evaluate -> tabulate, every step through the `wsolbench` CLI.
+#
+#   snakemake --cores 2 all                                  # default: config/config.yaml
+#   snakemake --cores 8 all --configfile config/paper.yaml   # real data (GPUs advised)
+#   snakemake --profile profiles/slurm all                   # on a SLURM cluster
+#
+# Outputs (under results_dir): runs/<dataset>/<method>/<seed>/results.json (+ checkpoint,
+# predictions, per-image outcomes), tables/table{1,2,3}.{tex,csv,md}, statistics.csv,
+# bootstrap.csv, figures/<dataset>/*.{png,pdf}, MLflow runs in mlflow.db, logs/.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        table_files(),
+        figure_files(),
+        f"{RESULTS}/summary.json",

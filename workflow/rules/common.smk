@@ -1,0 +1,97 @@
+# Helpers shared by the rules: the run matrix from the validated config, CLI arguments.
+
+import re
+import shlex
+
+RESULTS = config.get("results_dir", "results")
+EVAL = config.get("evaluation", {})
+RES = config.get("resources", {})
+SEEDS = [int(s) for s in config["seeds"]]
+DATASETS = list(config["datasets"])
+METHODS = list(config["methods"])
+TABLE_DATASETS = list(dict.fromkeys(config["tables"].values()))
+
+for _role, _name in config["tables"].items():
+    if _name not in config["datasets"]:
+        raise ValueError(f"config tables.{_role}: dataset {_name!r} is not under `datasets:` "
+                         f"({', '.join(DATASETS)})")
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    method="|".join(map(re.escape, METHODS)),
+    seed=r"\d+",
+
+
+def _value(value):
+    """A config value as `--set`/`--data-set` text (lists comma-joined)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _pairs(flag, mapping):
+    return " ".join(f"{flag} {shlex.quote(f'{k}={_value(v)}')}" for k, v in mapping.items())
+
+
+def data_args(dataset):
+    """`wsolbench` options that locate and configure one dataset."""
+    entry = config["datasets"][dataset]
+    args = [f"--dataset {shlex.quote(dataset)}", f"--results-dir {shlex.quote(RESULTS)}"]
+    for key, flag in (("data_root", "--data-root"), ("fullsup_metadata", "--fullsup-metadata"),
+                      ("fullsup_images", "--fullsup-images")):
+        if entry.get(key):
+            args.append(f"{flag} {shlex.quote(str(entry[key]))}")
+    args.append(_pairs("--data-set", entry.get("data_set", {})))
+    return " ".join(a for a in args if a)
+
+
+def run_args(wildcards):
+    """Every option of one `wsolbench run` job."""
+    method = config["methods"][wildcards.method]
+    dataset = config["datasets"][wildcards.dataset]
+    args = [data_args(wildcards.dataset), f"--method {shlex.quote(wildcards.method)}",
+            f"--seed {wildcards.seed}", f"--device {RES.get('device', 'cpu')}",
+            f"--box-step {EVAL.get('box_step', 0.001)}",
+            f"--eval-workers {EVAL.get('eval_workers', 1)}",
+            f"--num-workers {RES.get('num_workers', 0)}", "--resume"]
+    if method.get("preset"):
+        args.append(f"--preset {shlex.quote(method['preset'])}")
+    args.append(_pairs("--set", method.get("set", {})))
+    if method.get("pretrained"):
+        args.append(f"--pretrained {shlex.quote(method['pretrained'])}")
+    if method.get("pretrained_sha256"):
+        args.append(f"--pretrained-sha256 {method['pretrained_sha256']}")
+    if dataset.get("first_box_only"):
+        args.append("--first-box-only")
+    baselines = EVAL.get("baselines", "first_seed")
+    if baselines == "none" or (baselines == "first_seed" and int(wildcards.seed) != SEEDS[0]):
+        args.append("--no-baselines")
+    return " ".join(a for a in args if a)
+
+
+def run_file(dataset, method, seed, name="results.json"):
+    return f"{RESULTS}/runs/{dataset}/{method}/{seed}/{name}"
+
+
+def all_run_files(datasets=None, name="results.json"):
+    return [run_file(d, m, s, name) for d in (datasets or DATASETS) for m in METHODS
+            for s in SEEDS]
+
+
+def table_files():
+    return [f"{RESULTS}/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("tex", "csv", "md")]
+
+
+FIGURE_NAMES = ["qualitative.png", "qualitative.pdf", "boxacc_curves.png",
+                "boxacc_curves.pdf", "errors.png", "errors.pdf", "errors.csv"]
+
+
+def figure_files():
+    return [f"{RESULTS}/figures/{d}/{name}" for d in TABLE_DATASETS for name in FIGURE_NAMES]
+
+
+def csv_list(values):
+    return ",".join(str(v) for v in values)

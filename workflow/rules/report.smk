@@ -1,0 +1,60 @@
+# Tables 1-3, statistics, figures and the MLflow summary run.
+
+
+rule tables:
+    """Tables 1-3 (LaTeX/CSV/Markdown), statistics over seeds, paired bootstrap."""
+    input:
+        all_run_files(TABLE_DATASETS),
+        all_run_files(TABLE_DATASETS, "per_image_test.csv"),
+        reported=config.get("reported", "results/reference/reported.csv"),
+    output:
+        table_files(),
+        statistics=f"{RESULTS}/tables/statistics.csv",
+    log:
+        f"{RESULTS}/logs/tables.log",
+    params:
+        roles=" ".join(f"--role {k}={v}" for k, v in config["tables"].items()),
+        methods=csv_list(METHODS),
+        seeds=csv_list(SEEDS),
+        protocols=csv_list(config["protocols"]),
+        resamples=EVAL.get("bootstrap_resamples", 10000),
+    threads: 1
+    shell:
+        "wsolbench tables --results-dir {RESULTS} {params.roles} --methods {params.methods} "
+        "--seeds {params.seeds} --protocols {params.protocols} --reported {input.reported} "
+        "--resamples {params.resamples} --out {RESULTS}/tables > {log} 2>&1"
+
+
+rule figures:
+    """Qualitative grid, BoxAcc-vs-threshold curves, error categories of one dataset."""
+    input:
+        lambda wc: [run_file(wc.dataset, m, s, n) for m in METHODS for s in SEEDS
+                    for n in ("results.json", "per_image_test.csv", "predictions_test.npz")],
+    output:
+        [f"{RESULTS}/figures/{{dataset}}/{name}" for name in FIGURE_NAMES],
+    log:
+        f"{RESULTS}/logs/figures/{{dataset}}.log",
+    params:
+        args=lambda wc: data_args(wc.dataset),
+        methods=csv_list(METHODS),
+        seeds=csv_list(SEEDS),
+        images=EVAL.get("figure_images", 6),
+    threads: 1
+    shell:
+        "wsolbench figures {params.args} --methods {params.methods} --seeds {params.seeds} "
+        "--images {params.images} --out {RESULTS}/figures/{wildcards.dataset} > {log} 2>&1"
+
+
+rule summary:
+    """One MLflow run (experiment 'summary') holding the tables and figures."""
+    input:
+        tables=table_files(),
+        statistics=f"{RESULTS}/tables/statistics.csv",
+        figures=figure_files(),
+    output:
+        f"{RESULTS}/summary.json",
+    log:
+        f"{RESULTS}/logs/summary.log",
+    threads: 1
+    shell:
+        "wsolbench summary --results-dir {RESULTS} --json {output} {input} > {log} 2>&1"

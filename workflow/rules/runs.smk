@@ -1,0 +1,41 @@
+# Data preparation and one training + evaluation job per (dataset, method, seed).
+
+
+rule prepare_data:
+    """Read (synth: generate) a dataset once and check its splits before runs start."""
+    output:
+        f"{RESULTS}/workflow/data/{{dataset}}.json",
+    log:
+        f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+    params:
+        args=lambda wc: data_args(wc.dataset),
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "wsolbench data prepare {params.args} --json {output} > {log} 2>&1"
+
+
+rule run:
+    """Train, localize, evaluate every protocol, log to MLflow (`wsolbench run`).
+
+    `--resume` continues an interrupted job from its last epoch checkpoint when config,
+    data and seed are unchanged (a changed job restarts from scratch)."""
+    input:
+        f"{RESULTS}/workflow/data/{{dataset}}.json",
+    output:
+        results=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/results.json",
+        per_image=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/per_image_test.csv",
+        predictions=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/predictions_test.npz",
+    log:
+        f"{RESULTS}/logs/run/{{dataset}}/{{method}}/{{seed}}.log",
+    params:
+        args=run_args,
+    threads: RES.get("threads", 1)
+    resources:
+        gpu=RES.get("gpus", 0),
+        mem_mb=RES.get("mem_mb", 4000),
+        runtime=RES.get("runtime", 60),
+    shell:
+        "TQDM_DISABLE=1 wsolbench run {params.args} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,189 @@
+"""`wsolbench tables` / `wsolbench figures`: runs -> Tables 1–3 (LaTeX, CSV, Markdown),
+statistics files and report figures.
+
+Writes into `out/`: `table{1,2,3}.{tex,csv,md}`, `statistics.csv` (mean, std, 95 % CI over
+seeds for every number and protocol), `bootstrap.csv` (paired bootstrap over test images for
+every pair of methods on each dataset). `make_figures` writes, per dataset, the qualitative
+grid, BoxAcc-vs-threshold curves and error categories (PNG + PDF, errors also as CSV). Every
+file is written atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_write_text
+from wsolbench.stats import paired_bootstrap
+from wsolbench.tables import (TABLES, build_table, collect_runs, read_reported,
+                              summarize_seeds, to_latex, to_markdown)
+
+PER_IMAGE_FILE = "per_image_test.csv"
+# Per-image columns compared between methods, with the protocol each belongs to.
+BOOTSTRAP_METRICS = {"top1_loc_paper": ("paper", "top1_loc"),
+                     "gt_known_paper": ("paper", "gt_known_loc"),
+                     "top1_loc_fair": ("fair", "top1_loc"),
+                     "gt_known_fair": ("fair", "gt_known_loc"),
+                     "boxacc_v2_mean": ("wsolevaluation", "maxboxacc_v2")}
+
+
+def per_image_means(results_dir: Path, dataset: str, method: str, seeds: list[int]
+                    ) -> pd.DataFrame:
+    """Each test image's correctness averaged over seeds (index: image_id)."""
+    frames = []
+    for seed in seeds:
+        path = Path(results_dir) / "runs" / dataset / method / str(seed) / PER_IMAGE_FILE
+        if not path.is_file():
+            raise WsolbenchError(f"{path}: missing (written by `wsolbench run`; re-run it)")
+        frame = pd.read_csv(path, index_col="image_id")
+        missing = set(BOOTSTRAP_METRICS) - set(frame.columns)
+        if missing:
+            raise WsolbenchError(f"{path}: missing columns {sorted(missing)}")
+        frames.append(frame[list(BOOTSTRAP_METRICS)].astype(float))
+    return sum(frames[1:], frames[0]) / len(frames)
+
+
+def bootstrap_table(results_dir: Path, datasets: list[str], methods: list[str],
+                    seeds: list[int], resamples: int = 10_000) -> pd.DataFrame:
+    """Paired bootstrap of every method pair on every dataset (same test images)."""
+    rows = []
+    for dataset in datasets:
+        means = {m: per_image_means(results_dir, dataset, m, seeds) for m in methods}
+        for a, b in itertools.combinations(methods, 2):
+            if not means[a].index.equals(means[b].index):
+                raise WsolbenchError(f"{dataset}: {a} and {b} were evaluated on different "
+                                     "test images; a paired comparison needs the same ones")
+            for column, (protocol, metric) in BOOTSTRAP_METRICS.items():
+                result = paired_bootstrap(means[a][column].to_numpy(),
+                                          means[b][column].to_numpy(), resamples=resamples)
+                rows.append({"dataset": dataset, "method_a": a, "method_b": b,
+                             "protocol": protocol, "metric": metric,
+                             "seeds_averaged": len(seeds), **result})
+    return pd.DataFrame(rows)
+
+
+def make_tables(results_dir: Path, roles: dict[str, str], methods: list[str],
+                seeds: list[int], protocols: list[str], reported_csv: Path, out: Path,
+                resamples: int = 10_000) -> dict[str, Path]:
+    """Build and write everything; returns `{name: path}` of the files written.
+
+    Args:
+        roles: `{"cub": dataset, "ilsvrc": dataset}` — which measured dataset stands in each
+            real dataset's table (a role may be missing: that table shows reported rows only).
+        protocols: measured protocols to show (`paper`, `fair`, `wsolevaluation`).
+    """
+    unknown = set(roles) - {"cub", "ilsvrc"}
+    if unknown:
+        raise WsolbenchError(f"unknown table role(s) {sorted(unknown)}; use cub or ilsvrc")
+    datasets = list(dict.fromkeys(roles.values()))
+    runs = collect_runs(results_dir, datasets, methods, seeds)
+    summary = summarize_seeds(runs)
+    reported = read_reported(reported_csv)
+    out = Path(out)
+    written: dict[str, Path] = {}
+
+    def write(name: str, text: str) -> None:
+        atomic_write_text(out / name, text)
+        written[name] = out / name
+
+    for spec in TABLES:
+        table = build_table(spec, summary, reported, roles.get(spec.role), protocols)
+        stem = f"table{spec.number}"
+        write(f"{stem}.tex", to_latex(table))
+        write(f"{stem}.md", to_markdown(table))
+        write(f"{stem}.csv", table.numbers.to_csv(index=False))
+    write("statistics.csv", summary.to_csv(index=False))
+    write("runs.csv", runs.to_csv(index=False))
+    if len(methods) > 1:
+        write("bootstrap.csv", bootstrap_table(results_dir, datasets, methods, seeds,
+                                               resamples).to_csv(index=False))
+    return written
+
+
+def significance_lines(bootstrap: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """Plain-language lines for the summary: which differences the bootstrap supports."""
+    lines = []
+    for row in bootstrap.itertuples(index=False):
+        verdict = "differs" if row.p_value < alpha else "no significant difference"
+        lines.append(f"{row.dataset} {row.protocol} {row.metric}: {row.method_a} - "
+                     f"{row.method_b} = {row.difference:+.1f} points "
+                     f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], p = {row.p_value:.3g} "
+                     f"({verdict})")
+    return lines
+
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _run_dir(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
+    return Path(results_dir) / "runs" / dataset / method / str(seed)
+
+
+def boxacc_curve_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int]
+                       ) -> pd.DataFrame:
+    """Long frame of MaxBoxAccV2's per-threshold accuracy on test (method, seed, iou, tau)."""
+    frames = []
+    for method in methods:
+        for seed in seeds:
+            path = _run_dir(results_dir, dataset, method, seed) / "results.json"
+            curves = json.loads(path.read_text())["metrics"]["test"]["maxboxacc_v2"]["curves"]
+            thresholds = curves.pop("thresholds")
+            for iou, values in curves.items():
+                frames.append(pd.DataFrame({"method": method, "seed": seed, "iou": int(iou),
+                                            "threshold": thresholds, "boxacc": values}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def error_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int]
+                ) -> pd.DataFrame:
+    """Share (%) of each error category per method, pooled over seeds."""
+    from wsolbench.per_image import ERROR_CATEGORIES
+
+    rows = []
+    for method in methods:
+        categories = pd.concat([
+            pd.read_csv(_run_dir(results_dir, dataset, method, s) / PER_IMAGE_FILE,
+                        usecols=["error_category"])["error_category"] for s in seeds])
+        counts = categories.value_counts().reindex(list(ERROR_CATEGORIES), fill_value=0)
+        rows += [{"dataset": dataset, "method": method, "category": c, "count": int(n),
+                  "percent": 100.0 * n / len(categories)} for c, n in counts.items()]
+    return pd.DataFrame(rows)
+
+
+def make_figures(results_dir: Path, data, methods: list[str], seeds: list[int], out: Path,
+                 n_images: int = 6) -> list[Path]:
+    """Qualitative grid (first seed), BoxAcc curves and error categories for one dataset."""
+    from wsolbench.figures import boxacc_curves, error_chart, method_grid
+
+    out = Path(out)
+    dataset = data.name
+    test = data.test
+    picks = [int(i) for i in np.linspace(0, len(test) - 1, min(n_images, len(test)))]
+    maps, thresholds = {}, {}
+    for method in methods:
+        run_dir = _run_dir(results_dir, dataset, method, seeds[0])
+        with np.load(run_dir / "predictions_test.npz") as saved:
+            ids = [str(i) for i in saved["image_ids"]]
+            if ids != [r.image_id for r in test]:
+                raise WsolbenchError(f"{run_dir}/predictions_test.npz: image ids differ from "
+                                     f"the {dataset} test split; was it run on other data?")
+            maps[method] = saved["maps"][picks]
+        config = json.loads((run_dir / "results.json").read_text())["config"]
+        thresholds[method] = float(config["cam_threshold"])
+    paths = method_grid([test[i] for i in picks], maps, thresholds, out / "qualitative",
+                        f"{dataset}, seed {seeds[0]}")
+    paths += boxacc_curves(boxacc_curve_frame(results_dir, dataset, methods, seeds),
+                           out / "boxacc_curves",
+                           f"{dataset}: MaxBoxAccV2 curves on test ({len(seeds)} seeds)")
+    errors = error_frame(results_dir, dataset, methods, seeds)
+    atomic_write_text(out / "errors.csv", errors.to_csv(index=False))
+    paths.append(out / "errors.csv")
+    paths += error_chart(errors, out / "errors",
+                         f"{dataset}: error categories of the top-1 box ({len(seeds)} seeds)")
+    return paths

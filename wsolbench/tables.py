@@ -1,0 +1,304 @@
+"""The TRT paper's Tables 1–3 from wsolbench's own runs, beside the numbers papers report.
+
+Data flow: `results.json` of every (dataset, method, seed) -> one long pandas frame
+(`collect_runs`: one row per number, each naming its protocol) -> mean ± std and 95 % CI over
+seeds (`wsolbench.stats`) -> one wide frame per table -> LaTeX (booktabs), CSV, Markdown.
+
+Every measured row names its protocol:
+- `paper`: the official TS-CAM/TRT evaluation rules at the config's fixed CAM threshold;
+- `fair`: the CAM threshold chosen on the held-out train-fullsup split, applied to test;
+- `wsolevaluation`: MaxBoxAccV2 exactly as clovaai/wsolevaluation defines it (threshold
+  searched on the evaluated split).
+Reported rows come from `results/reference/reported.csv` (with their source) and are marked
+with a dagger. A synthetic dataset is named as such in the data column and the caption: a
+synth number is never shown as a CUB or ILSVRC number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wsolbench.errors import InputFileError, WsolbenchError
+from wsolbench.stats import seed_summary
+
+DISPLAY_NAMES = {"cam": "CAM", "tscam": "TS-CAM", "trt": "TRT"}
+REAL_NAMES = {"cub": "CUB-200-2011", "ilsvrc": "ILSVRC"}
+REPORTED_COLUMNS = ("method", "backbone", "input", "dataset", "metric", "value", "source", "note")
+PROTOCOL_NOTES = {
+    "paper": "paper: the official TS-CAM/TRT evaluation rules at a fixed CAM threshold "
+             "(largest contour; Top-k needs IoU > 0.5, GT-known IoU >= 0.5), final checkpoint.",
+    "fair": "fair: CAM threshold chosen on the held-out train-fullsup split (best GT-known "
+            "Loc; per IoU for MaxBoxAccV2), applied to the test split.",
+    "wsolevaluation": "wsolevaluation: MaxBoxAccV2 as clovaai/wsolevaluation defines it "
+                      "(all contours, best over GT boxes, threshold searched on the "
+                      "evaluated split).",
+}
+REPORTED_NOTE = ("† reported by the cited source on the real dataset (not re-run); numbers "
+                 "use that source's own protocol, typically `paper`.")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One of the paper's tables: which dataset role, which metric columns."""
+
+    number: int
+    role: str  # "cub" or "ilsvrc": the real dataset the table is about
+    title: str
+    columns: tuple[tuple[str, str], ...]  # (metric key, column header)
+    protocols: tuple[str, ...]  # measured protocols this table can show
+
+
+TABLES = (
+    TableSpec(1, "cub", "localization accuracy",
+              (("top1_loc", "Top-1 Loc"), ("top5_loc", "Top-5 Loc"),
+               ("gt_known_loc", "GT-known Loc")), ("paper", "fair")),
+    TableSpec(2, "cub", "MaxBoxAccV2",
+              (("maxboxacc_v2_30", "IoU 30"), ("maxboxacc_v2_50", "IoU 50"),
+               ("maxboxacc_v2_70", "IoU 70"), ("maxboxacc_v2", "Mean")),
+              ("wsolevaluation", "fair")),
+    TableSpec(3, "ilsvrc", "localization accuracy",
+              (("top1_loc", "Top-1 Loc"), ("top5_loc", "Top-5 Loc"),
+               ("gt_known_loc", "GT-known Loc")), ("paper", "fair")),
+)
+
+
+# ------------------------------------------------------------------------------ collecting
+
+
+def run_numbers(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every tabulated number of one run's results, as `(protocol, metric, value)` rows."""
+    m = results["metrics"]
+    test, fair = m["test"], m["fair"]
+    rows = [("paper", "cls_top1", test["classification"]["top1_cls"]),
+            ("paper", "cam_threshold", results["config"]["cam_threshold"]),
+            ("fair", "cam_threshold", fair["cam_threshold"])]
+    rows += [("paper", k, test["paper"][k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
+    rows += [("fair", k, fair[k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
+    rows.append(("fair", "maxboxacc_v2", fair["boxacc_v2"]["mean"]))
+    rows += [("fair", f"maxboxacc_v2_{d}", v["acc"])
+             for d, v in fair["boxacc_v2"]["per_iou"].items()]
+    v2 = test["maxboxacc_v2"]
+    rows.append(("wsolevaluation", "maxboxacc_v2", v2["mean"]))
+    rows += [("wsolevaluation", f"maxboxacc_v2_{d}", v["max_acc"])
+             for d, v in v2["per_iou"].items()]
+    return [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
+
+
+def _backbone(config: dict[str, Any]) -> str:
+    return str(config.get("backbone") or config.get("model") or "?")
+
+
+def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
+                 seeds: list[int]) -> pd.DataFrame:
+    """Long frame of every number of every requested run (a missing run is an error)."""
+    rows = []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                path = Path(results_dir) / "runs" / dataset / method / str(seed) / "results.json"
+                if not path.is_file():
+                    raise WsolbenchError(f"{path}: missing; run `wsolbench run --method "
+                                         f"{method} --dataset {dataset} --seed {seed}` first")
+                try:
+                    results = json.loads(path.read_text())
+                    numbers = run_numbers(results)
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise WsolbenchError(f"{path}: not a complete wsolbench results file "
+                                         f"({type(exc).__name__}: {exc})") from None
+                base = {"dataset": dataset, "method": method, "seed": seed,
+                        "backbone": _backbone(results["config"]),
+                        "input": int(results["config"]["image_size"])}
+                rows += [{**base, **n} for n in numbers]
+    return pd.DataFrame(rows)
+
+
+def summarize_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, 95 % CI and seed count per (dataset, method, backbone, input, protocol,
+    metric)."""
+    keys = ["dataset", "method", "backbone", "input", "protocol", "metric"]
+    out = [{**dict(zip(keys, group)), **seed_summary(frame["value"])}
+           for group, frame in runs.groupby(keys, sort=False)]
+    return pd.DataFrame(out)
+
+
+def read_reported(path: Path) -> pd.DataFrame:
+    """`reported.csv` (paper_tables.md's numbers with sources); errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsolbenchError(f"{path}: reported-numbers file not found")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(REPORTED_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise InputFileError(path, 1, f"missing columns {sorted(missing)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                value = float(row["value"])
+                size = int(row["input"])
+            except (TypeError, ValueError):
+                raise InputFileError(path, line, f"value {row['value']!r} / input "
+                                     f"{row['input']!r} is not a number") from None
+            if not row["source"].strip():
+                raise InputFileError(path, line, "a reported number needs its source")
+            rows.append({**row, "value": value, "input": size,
+                         "value_text": row["value"].strip()})
+    return pd.DataFrame(rows, columns=[*REPORTED_COLUMNS, "value_text"])
+
+
+# ------------------------------------------------------------------------------ building
+
+
+@dataclass
+class Table:
+    """A built table: display cells, numeric values (CSV), caption, footnotes."""
+
+    spec: TableSpec
+    cells: pd.DataFrame  # strings, as typeset
+    numbers: pd.DataFrame  # numeric long-form of the same rows
+    caption: str
+    footnotes: list[str]
+    n_reported: int  # the first rows are reported; a rule separates them from measured ones
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
+                dataset: str | None, protocols: list[str]) -> Table:
+    """Table `spec` for the dataset playing its role (`None`: reported rows only)."""
+    real = REAL_NAMES[spec.role]
+    metric_keys = [k for k, _ in spec.columns]
+    headers = ["Method", "Backbone", "Input", "Data"] + [h for _, h in spec.columns] + [
+        "Protocol / source"]
+    cell_rows, number_rows = [], []
+    rep = reported[(reported["dataset"].str.lower() == spec.role)
+                   & reported["metric"].isin(metric_keys)]
+    notes: dict[str, int] = {}
+    for (method, backbone, size), group in rep.groupby(["method", "backbone", "input"],
+                                                       sort=False):
+        values = dict(zip(group["metric"], group["value"]))
+        texts = dict(zip(group["metric"], group["value_text"]))  # as published: 88.0 not 88
+        sources = sorted(set(group["source"]))
+        for note in sorted({n for n in group["note"] if isinstance(n, str) and n.strip()}):
+            notes.setdefault(note, len(notes) + 1)
+        marks = "".join(f"[{notes[n]}]" for n in sorted(
+            {n for n in group["note"] if isinstance(n, str) and n.strip()}))
+        cell_rows.append([f"{method}†", backbone, str(size), real]
+                         + [texts.get(k, "–") for k in metric_keys]
+                         + ["; ".join(sources) + (f" {marks}" if marks else "")])
+        number_rows += [{"method": method, "backbone": backbone, "input": size,
+                         "data": real, "protocol": "reported", "metric": k, "mean": values[k],
+                         "std": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0,
+                         "source": "; ".join(sources)} for k in metric_keys if k in values]
+    n_reported = len(cell_rows)
+    shown = [p for p in spec.protocols if p in protocols]
+    if dataset is not None:
+        mine = summary[summary["dataset"] == dataset]
+        for (method, backbone, size), group in mine.groupby(["method", "backbone", "input"],
+                                                            sort=False):
+            for protocol in shown:
+                part = group[group["protocol"] == protocol].set_index("metric")
+                if not set(metric_keys) & set(part.index):
+                    continue
+                cells = [_fmt(part.at[k, "mean"], part.at[k, "std"], int(part.at[k, "n"]))
+                         if k in part.index else "–" for k in metric_keys]
+                seeds = int(part["n"].max())
+                label = f"{protocol}, {seeds} seed{'s' if seeds > 1 else ''}"
+                if protocol in ("paper", "fair") and "cam_threshold" in part.index:
+                    label += f", τ {part.at['cam_threshold', 'mean']:.2f}"
+                    label += " (mean)" if protocol == "fair" and seeds > 1 else ""
+                cell_rows.append([DISPLAY_NAMES.get(method, method), backbone, str(size),
+                                  dataset] + cells + [label])
+                number_rows += [{"method": method, "backbone": backbone, "input": size,
+                                 "data": dataset, "protocol": protocol, "metric": k,
+                                 **{c: part.at[k, c] for c in ("mean", "std", "ci_low",
+                                                               "ci_high", "n")},
+                                 "source": "wsolbench"} for k in metric_keys if k in part.index]
+    cells = pd.DataFrame(cell_rows, columns=headers)
+    caption = _caption(spec, dataset, real)
+    footnotes = ([REPORTED_NOTE] if n_reported else []) + [
+        f"[{i}] {note}" for note, i in notes.items()] + [PROTOCOL_NOTES[p] for p in shown
+                                                         if dataset is not None]
+    if dataset is not None:
+        footnotes.append("Measured rows: mean ± std over seeds (95 % CIs in statistics.csv).")
+    return Table(spec, cells, pd.DataFrame(number_rows), caption, footnotes, n_reported)
+
+
+def _caption(spec: TableSpec, dataset: str | None, real: str) -> str:
+    head = f"Table {spec.number}: {real} {spec.title}"
+    if dataset is None:
+        return f"{head}. Reported numbers only: no {spec.role} dataset in this run."
+    if dataset.startswith("synth"):
+        return (f"{head} — measured on {dataset}, wsolbench's synthetic stand-in for {real}: "
+                f"the measured rows are {dataset} numbers, not {real} numbers; the reported "
+                f"rows (†) are {real} numbers from their sources.")
+    return f"{head} — measured on {dataset}."
+
+
+# ------------------------------------------------------------------------------ rendering
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "†": r"$^\dagger$",
+                  "—": "---", "τ": r"$\tau$", "–": "--", "≥": r"$\geq$", ">=": r"$\geq$", ">": r"$>$",
+                  "<": r"$<$"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials (and typeset ±, †, dashes) in plain text."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i:i + 2] in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[text[i:i + 2]])
+            i += 2
+            continue
+        out.append(_LATEX_SPECIAL.get(text[i], text[i]))
+        i += 1
+    return "".join(out)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` float: caption, label, a rule between reported and measured rows,
+    footnotes under the tabular (needs `\\usepackage{booktabs}`)."""
+    cells = table.cells
+    align = "lllc" + "c" * len(table.spec.columns) + "l"
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(table.caption)}}}",
+             rf"\label{{tab:wsolbench-table{table.spec.number}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in cells.columns) + r" \\", r"\midrule"]
+    for i, row in enumerate(cells.itertuples(index=False)):
+        if i == table.n_reported and 0 < i:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(latex_escape(str(v)) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.footnotes:
+        lines.append(r"\par\smallskip\footnotesize")
+        lines += [latex_escape(note) + r"\\" for note in table.footnotes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown: caption, a pipe table, footnotes."""
+    cells = table.cells
+
+    def row(values) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+    lines = [f"**{table.caption}**", "", row(cells.columns),
+             row(["---"] * len(cells.columns))]
+    lines += [row(r) for r in cells.itertuples(index=False)]
+    lines += [""] + [f"- {note}" for note in table.footnotes]
+    return "\n".join(lines) + "\n"
