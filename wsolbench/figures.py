@@ -113,15 +113,31 @@ def method_grid(records: Sequence[Record], maps: dict[str, np.ndarray],
 
 
 def boxacc_curves(curves: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """BoxAcc vs CAM threshold, one panel per IoU threshold, one line per method (band:
-    95 % CI over seeds). `curves`: columns method, seed, iou, threshold, boxacc."""
-    grid = sns.relplot(data=curves, x="threshold", y="boxacc", hue="method", col="iou",
-                       kind="line", errorbar=("ci", 95), height=2.8, aspect=1.1,
-                       facet_kws={"sharey": True})
-    grid.set_axis_labels("CAM threshold tau", "BoxAcc (%)")
-    grid.set_titles("IoU >= {col_name}")
-    grid.figure.suptitle(title, y=1.04, fontsize=10)
-    return save_figure(grid.figure, stem)
+    """BoxAcc vs CAM threshold, one panel per IoU threshold, one line per method (mean over
+    seeds, band ± 1 std). `curves`: columns method, seed, iou, threshold, boxacc."""
+    # Aggregated here in one groupby: seaborn's per-x error bars cost minutes on ~1000 taus.
+    stats = (curves.groupby(["iou", "method", "threshold"], sort=False)["boxacc"]
+             .agg(["mean", "std"]).fillna({"std": 0.0}).reset_index())
+    ious = sorted(stats["iou"].unique())
+    methods = list(dict.fromkeys(curves["method"]))
+    colors = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    fig, axes = plt.subplots(1, len(ious), figsize=(3.2 * len(ious), 2.9), sharey=True,
+                             squeeze=False)
+    for ax, iou in zip(axes[0], ious):
+        for method in methods:
+            line = stats[(stats["iou"] == iou) & (stats["method"] == method)]
+            x, mean, std = line["threshold"], line["mean"], line["std"]
+            ax.plot(x, mean, color=colors[method], label=method, linewidth=1.2)
+            ax.fill_between(x, mean - std, mean + std, color=colors[method], alpha=0.2,
+                            linewidth=0)
+        ax.set_title(f"IoU >= {iou}", fontsize=9)
+        ax.set_xlabel("CAM threshold tau")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("BoxAcc (%)")
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem)
 
 
 def error_chart(errors: pd.DataFrame, stem: Path, title: str) -> list[Path]:
@@ -135,8 +151,9 @@ def error_chart(errors: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     for color, category in zip(colors, table.columns):
         ax.barh(table.index, table[category], left=left, color=color, label=category)
         left += table[category].to_numpy()
+    ax.invert_yaxis()  # methods top to bottom in the order given
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of test images (top-1 box, paper protocol)")
-    ax.legend(ncols=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(ncols=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     ax.set_title(title, fontsize=9)
     return save_figure(fig, stem)

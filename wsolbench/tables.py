@@ -137,17 +137,17 @@ def read_reported(path: Path) -> pd.DataFrame:
         reader = csv.DictReader(handle)
         missing = set(REPORTED_COLUMNS) - set(reader.fieldnames or ())
         if missing:
-            raise InputFileError(path, 1, f"missing columns {sorted(missing)}")
+            raise InputFileError(path, f"missing columns {sorted(missing)}", line=1)
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
                 value = float(row["value"])
                 size = int(row["input"])
             except (TypeError, ValueError):
-                raise InputFileError(path, line, f"value {row['value']!r} / input "
-                                     f"{row['input']!r} is not a number") from None
+                raise InputFileError(path, f"value {row['value']!r} / input "
+                                     f"{row['input']!r} is not a number", line=line) from None
             if not row["source"].strip():
-                raise InputFileError(path, line, "a reported number needs its source")
+                raise InputFileError(path, "a reported number needs its source", line=line)
             rows.append({**row, "value": value, "input": size,
                          "value_text": row["value"].strip()})
     return pd.DataFrame(rows, columns=[*REPORTED_COLUMNS, "value_text"])
