@@ -8,6 +8,8 @@
 # predictions, per-image outcomes), tables/table{1,2,3}.{tex,csv,md}, statistics.csv,
 # bootstrap.csv, figures/<dataset>/*.{png,pdf}, MLflow runs in mlflow.db, logs/.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
@@ -17,6 +19,8 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# For `--software-deployment-method conda`: the env file installs this checkout from here.
+os.environ.setdefault("WSOLBENCH_ROOT", workflow.basedir)
 
 
 include: "workflow/rules/common.smk"

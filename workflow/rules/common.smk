@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the run matrix from the validated config, CLI arguments.
 
+import os
 import re
 import shlex
 
@@ -10,6 +11,11 @@ SEEDS = [int(s) for s in config["seeds"]]
 DATASETS = list(config["datasets"])
 METHODS = list(config["methods"])
 TABLE_DATASETS = list(dict.fromkeys(config["tables"].values()))
+# The reported numbers ship with the workflow: a relative path missing from the working
+# directory (snakemake --directory elsewhere) is read from beside the Snakefile.
+REPORTED = config.get("reported", "results/reference/reported.csv")
+if not os.path.isabs(REPORTED) and not os.path.exists(REPORTED):
+    REPORTED = os.path.join(workflow.basedir, REPORTED)
 
 for _role, _name in config["tables"].items():
     if _name not in config["datasets"]:
@@ -91,6 +97,12 @@ FIGURE_NAMES = ["qualitative.png", "qualitative.pdf", "boxacc_curves.png",
 
 def figure_files():
     return [f"{RESULTS}/figures/{d}/{name}" for d in TABLE_DATASETS for name in FIGURE_NAMES]
+
+
+def results_dir_of(run_output):
+    """The results folder of a `runs/<dataset>/<method>/<seed>/<file>` path."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(run_output)))))
 
 
 def csv_list(values):

@@ -6,23 +6,27 @@ rule tables:
     input:
         all_run_files(TABLE_DATASETS),
         all_run_files(TABLE_DATASETS, "per_image_test.csv"),
-        reported=config.get("reported", "results/reference/reported.csv"),
+        reported=REPORTED,
     output:
         table_files(),
         statistics=f"{RESULTS}/tables/statistics.csv",
     log:
         f"{RESULTS}/logs/tables.log",
     params:
+        results=lambda wc, input: results_dir_of(input[0]),
+        out=lambda wc, output: os.path.dirname(output[0]),
         roles=" ".join(f"--role {k}={v}" for k, v in config["tables"].items()),
         methods=csv_list(METHODS),
         seeds=csv_list(SEEDS),
         protocols=csv_list(config["protocols"]),
         resamples=EVAL.get("bootstrap_resamples", 10000),
+    conda:
+        "../envs/wsolbench.yaml"
     threads: 1
     shell:
-        "wsolbench tables --results-dir {RESULTS} {params.roles} --methods {params.methods} "
+        "wsolbench tables --results-dir {params.results} {params.roles} --methods {params.methods} "
         "--seeds {params.seeds} --protocols {params.protocols} --reported {input.reported} "
-        "--resamples {params.resamples} --out {RESULTS}/tables > {log} 2>&1"
+        "--resamples {params.resamples} --out {params.out} > {log} 2>&1"
 
 
 rule figures:
@@ -35,14 +39,17 @@ rule figures:
     log:
         f"{RESULTS}/logs/figures/{{dataset}}.log",
     params:
+        out=lambda wc, output: os.path.dirname(output[0]),
         args=lambda wc: data_args(wc.dataset),
         methods=csv_list(METHODS),
         seeds=csv_list(SEEDS),
         images=EVAL.get("figure_images", 6),
+    conda:
+        "../envs/wsolbench.yaml"
     threads: 1
     shell:
         "wsolbench figures {params.args} --methods {params.methods} --seeds {params.seeds} "
-        "--images {params.images} --out {RESULTS}/figures/{wildcards.dataset} > {log} 2>&1"
+        "--images {params.images} --out {params.out} > {log} 2>&1"
 
 
 rule summary:
@@ -55,6 +62,10 @@ rule summary:
         f"{RESULTS}/summary.json",
     log:
         f"{RESULTS}/logs/summary.log",
+    params:
+        results=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/wsolbench.yaml"
     threads: 1
     shell:
-        "wsolbench summary --results-dir {RESULTS} --json {output} {input} > {log} 2>&1"
+        "wsolbench summary --results-dir {params.results} --json {output} {input} > {log} 2>&1"

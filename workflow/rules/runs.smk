@@ -9,6 +9,8 @@ rule prepare_data:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     params:
         args=lambda wc: data_args(wc.dataset),
+    conda:
+        "../envs/wsolbench.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -32,6 +34,8 @@ rule run:
         f"{RESULTS}/logs/run/{{dataset}}/{{method}}/{{seed}}.log",
     params:
         args=run_args,
+    conda:
+        "../envs/wsolbench.yaml"
     threads: RES.get("threads", 1)
     resources:
         gpu=RES.get("gpus", 0),

@@ -1,0 +1,125 @@
+"""Distributed training context: one process per device, launched by `torchrun`.
+
+`torchrun --nproc-per-node N -m wsolbench run ...` (or `wsolbench run --nproc-per-node N`,
+which re-launches itself under torchrun) sets RANK / WORLD_SIZE / LOCAL_RANK; `init` reads
+them and joins the process group: NCCL on CUDA, gloo on CPU (so it is tested here). Without
+those variables everything is a world of one and no process group is created.
+
+Rules the engine follows with a `DistContext`:
+- each rank reads a disjoint shard of every epoch's permutation (`DistributedSampler`,
+  reseeded per epoch), with `global batch / world size` images per step, and DDP averages
+  the gradients, so a step sees the same global batch as one process would;
+- only rank 0 writes checkpoints, MLflow and results (`is_main`);
+- evaluation is sharded over ranks and merged through the protocols' `merge` (exact).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from wsolbench.errors import WsolbenchError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, items: list) -> list:
+        """This rank's strided share of `items` (rank r gets items r, r + W, r + 2W, ...)."""
+        return items[self.rank::self.world_size]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank (a world of one: `[obj]`)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def unshard(shards: list[list]) -> list:
+    """Inverse of `DistContext.shard`: interleave per-rank lists back into the original order."""
+    total = sum(len(s) for s in shards)
+    world = len(shards)
+    return [shards[i % world][i // world] for i in range(total)]
+
+
+def init(device: str) -> DistContext:
+    """Join the torchrun process group if launched by torchrun; else a world of one."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+        return DistContext()
+    ctx = DistContext(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                      local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            if not torch.cuda.is_available():
+                raise WsolbenchError("--device cuda under torchrun, but CUDA is unavailable")
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group(backend=backend)
+    return ctx
+
+
+def device_for(ctx: DistContext, device: str) -> str:
+    """Under torchrun on CUDA each rank drives its own GPU (`cuda:<local rank>`)."""
+    if ctx.enabled and device == "cuda":
+        return f"cuda:{ctx.local_rank}"
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class EpochShardSampler(torch.utils.data.Sampler[int]):
+    """One seeded permutation per epoch, split across ranks.
+
+    Every rank draws the same permutation of `range(n)` from `seed`, pads it (by wrapping) to
+    a multiple of `world_size`, and takes every `world_size`-th index from its rank. With a
+    per-rank batch of `B / world_size`, step k of all ranks together covers exactly the
+    images a single process with batch `B` sees at step k (when `n` is a multiple of the
+    world size). A world of one is plain seeded shuffling.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.per_rank = -(-n // world_size)  # ceil
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        padded = order.repeat(-(-self.per_rank * self.world_size // max(self.n, 1)))
+        padded = padded[:self.per_rank * self.world_size]
+        return iter(padded[self.rank::self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
