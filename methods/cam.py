@@ -70,6 +70,7 @@ class CAM(WSOLMethod):
     name = "cam"
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     config_class = CAMConfig
+    channels_last = True
     presets = {
         # CPU default for synth-cub (64 px): ~24 s/epoch on 2 cores. cam_threshold for the
         # paper protocol is the tau a seed-0 run selected on train-fullsup (never on test).

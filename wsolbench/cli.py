@@ -116,10 +116,19 @@ def cli() -> None:
 @click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
 @click.option("--threads", type=int, default=None,
               help="Torch CPU threads (default: torch's choice; the workflow sets its own).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16: autocast forward/loss (CUDA; some CPUs).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
+@click.option("--eval-every", type=int, default=0, show_default=True,
+              help="Check the held-out train-fullsup split every K epochs (never test); "
+                   "0: evaluate only at the end.")
+@click.option("--nproc-per-node", type=int, default=1, show_default=True,
+              help="Train with N processes (DDP; one per GPU, gloo on CPU) by relaunching "
+                   "under torchrun. The batch size stays the global batch.")
 def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
         results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only, seed,
         preset, epochs, batch_size, lr, settings, pretrained, pretrained_sha256, resume,
-        no_mlflow, threads) -> None:
+        no_mlflow, threads, precision, compile_, eval_every, nproc_per_node) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
     Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
@@ -138,9 +147,30 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       pretrained=pretrained, pretrained_sha256=pretrained_sha256, resume=resume,
                       num_workers=num_workers, mlflow=not no_mlflow, box_step=box_step,
                       baselines=not no_baselines, eval_workers=eval_workers,
-                      first_box_only=first_box_only, threads=threads)
+                      first_box_only=first_box_only, threads=threads, precision=precision,
+                      compile=compile_, eval_every=eval_every)
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_under_torchrun(nproc_per_node)
     results = run_job(opts)
-    _print_summary(results)
+    if results:  # rank 0 (other torchrun ranks return nothing)
+        _print_summary(results, results_dir)
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """Re-run this very command under `torchrun --standalone --nproc-per-node N`."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "wsolbench", *args]
+    sys.exit(subprocess.call(command))
 
 
 @cli.command()
@@ -343,7 +373,7 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return flat_metrics(metrics)
 
 
-def _print_summary(results: dict) -> None:
+def _print_summary(results: dict, results_dir: Path) -> None:
     from wsolbench.runner import headline
 
     rows = headline(results)
@@ -361,7 +391,7 @@ def _print_summary(results: dict) -> None:
     t = results["timings"]
     click.echo(f"time: train {t['train_s']:.0f} s, evaluate {t['evaluate_s']:.0f} s, "
                f"total {t['total_s']:.0f} s; results in "
-               f"{Path(results.get('results_dir', 'results'))}/runs/{results['dataset']}/"
+               f"{results_dir}/runs/{results['dataset']}/"
                f"{results['method']}/{results['seed']}/")
 
 

@@ -101,25 +101,31 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-class EpochShardSampler(torch.utils.data.Sampler[int]):
-    """One seeded permutation per epoch, split across ranks.
+class EpochShardSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """One seeded permutation per epoch, split across ranks; yields `(index, epoch_seed)`.
 
-    Every rank draws the same permutation of `range(n)` from `seed`, pads it (by wrapping) to
-    a multiple of `world_size`, and takes every `world_size`-th index from its rank. With a
-    per-rank batch of `B / world_size`, step k of all ranks together covers exactly the
-    images a single process with batch `B` sees at step k (when `n` is a multiple of the
-    world size). A world of one is plain seeded shuffling.
+    Every rank draws the same permutation of `range(n)` from the epoch seed, pads it (by
+    wrapping) to a multiple of `world_size`, and takes every `world_size`-th entry from its
+    rank. With a per-rank batch of `B / world_size`, step k of all ranks together covers
+    exactly the images one process with batch `B` sees at step k (when `n` is a multiple of
+    the world size). The seed travels with each index so `RecordDataset` can seed the
+    image's augmentation (also inside persistent DataLoader workers). Call `set_epoch_seed`
+    before each epoch.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
         self.per_rank = -(-n // world_size)  # ceil
+        self.epoch_seed = 0
+
+    def set_epoch_seed(self, seed: int) -> None:
+        self.epoch_seed = seed
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
-        padded = order.repeat(-(-self.per_rank * self.world_size // max(self.n, 1)))
-        padded = padded[:self.per_rank * self.world_size]
-        return iter(padded[self.rank::self.world_size].tolist())
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed))
+        repeats = -(-self.per_rank * self.world_size // max(self.n, 1))
+        padded = order.repeat(repeats)[:self.per_rank * self.world_size]
+        return iter((i, self.epoch_seed) for i in padded[self.rank::self.world_size].tolist())
 
     def __len__(self) -> int:
         return self.per_rank

@@ -1,8 +1,10 @@
 """Training and localization loops; checkpoints; seeds (protocols run in `evaluation`).
 
-Determinism: every epoch reseeds python/numpy/torch from `(seed, stage, epoch)` and shuffles
-with its own generator, so a run resumed from the checkpoint of epoch e continues exactly as
-the uninterrupted run would have (on CPU; CUDA kernels may still differ in the last bits).
+Determinism: every epoch reseeds python/numpy/torch from `(seed, stage, epoch)`, shuffles
+with its own generator, and seeds each image's augmentation from `(epoch seed, image)`, so a
+run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run would
+have (on CPU; CUDA kernels may still differ in the last bits), and the images and
+augmentations of a step do not depend on the DataLoader workers or the number of DDP ranks.
 No choice is made on the test split: the last checkpoint is evaluated, and the `fair`
 protocol takes its CAM threshold from the train-fullsup split.
 """
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 
 from wsolbench.data.records import Record
 from wsolbench.data.torch_dataset import RecordDataset, build_transform
+from wsolbench.distributed import DistContext, EpochShardSampler
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save
 from wsolbench.method import WSOLMethod
@@ -35,6 +38,7 @@ from wsolbench.method import WSOLMethod
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECK_EVERY = 20  # training steps between loss checks (each one synchronizes a GPU)
 
 
 def seed_everything(seed: int) -> None:
@@ -128,21 +132,66 @@ def _make_optimizer(method: WSOLMethod, params, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How training runs (never what it computes, up to float rounding).
+
+    Attributes:
+        precision: "fp32", or "bf16" autocast for forward and loss (weights, optimizer and
+            the TRT/TS-CAM softmax stay in float32).
+        compile: wrap each stage's forward in `torch.compile`.
+        channels_last: NHWC memory layout for methods with conv backbones (`method.
+            channels_last`), which cuDNN and oneDNN run faster.
+    """
+
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise WsolbenchError(f"precision must be fp32 or bf16, got {self.precision!r}")
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
+
+class _StageForward(nn.Module):
+    """`method.training_logits(images, stage)` as a module's forward, so DDP can wrap it."""
+
+    def __init__(self, method: WSOLMethod, stage: str) -> None:
+        super().__init__()
+        self.method, self.stage = method, stage
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.training_logits(images, self.stage)
+
+
+def _memory_format(method: WSOLMethod, speed: Speed) -> torch.memory_format:
+    use = speed.channels_last and getattr(method, "channels_last", False)
+    return torch.channels_last if use else torch.contiguous_format
+
+
 def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, device: torch.device,
           seed: int, resume: bool = False, num_workers: int = 0,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          stop_after_epochs: int | None = None, fingerprint: str = "") -> TrainState:
+          stop_after_epochs: int | None = None, fingerprint: str = "",
+          ctx: DistContext = DistContext(), speed: Speed = Speed()) -> TrainState:
     """Train every stage of `method` on `records`; a checkpoint after each epoch.
 
     Args:
         run_dir: where `checkpoint.pt` lives (read with `resume`, rewritten each epoch).
-        on_epoch: called with each epoch's log row (loss, accuracy, lr, time).
+        on_epoch: called with each epoch's log row (loss, accuracy, lr, time); rank 0 only.
         stop_after_epochs: stop after this many epochs in this call (tests kill runs midway).
         fingerprint: what the run depends on beyond the config (dataset, seed); a checkpoint
             written under another config or fingerprint is not resumed: training restarts.
+        ctx: this process's rank in a torchrun job (default: a world of one). The config's
+            batch size is the global batch; each rank takes `batch / world_size` per step.
+        speed: precision, compilation and memory layout.
     """
     cfg = method.config
-    method.to(device)
+    method.to(device=device, memory_format=_memory_format(method, speed))
     state, opt_state = TrainState(), None
     ckpt_path = run_dir / CHECKPOINT_NAME
     if resume and ckpt_path.is_file():
@@ -154,7 +203,7 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
             load_checkpoint(ckpt_path, method, ckpt)
             state = TrainState(**ckpt["train_state"])
             opt_state = ckpt.get("optimizer")
-        else:
+        elif ctx.is_main:
             logger.warning("%s was written under another config, dataset or seed: "
                            "not resumed, training from scratch", ckpt_path)
     dataset = RecordDataset(records, build_transform(True, cfg.image_size, cfg.resize_size,
@@ -169,20 +218,23 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
         criterion = nn.CrossEntropyLoss(label_smoothing=stage_cfg.label_smoothing)
         if opt_state is not None and stage_index == state.stage_index:
             optimizer.load_state_dict(opt_state)
+        step = _stage_step(method, stage, ctx, speed, device)
+        loader, sampler = _train_loader(dataset, stage_cfg.batch_size, ctx, num_workers, device)
         start = state.epoch + 1 if stage_index == state.stage_index else 1
         state.stage_index = stage_index
         for epoch in range(start, stage_cfg.epochs + 1):
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 return state
-            row = _train_epoch(method, dataset, optimizer, criterion, stage_cfg, stage,
-                               stage_index, epoch, seed, device, num_workers)
+            row = _train_epoch(method, step, loader, sampler, optimizer, criterion, stage_cfg,
+                               stage, stage_index, epoch, seed, device, ctx, speed)
             state.epoch = epoch
             state.history.append(row)
-            atomic_save(ckpt_path, lambda p: torch.save(
-                checkpoint_payload(method, state, optimizer,
-                                   {"seed": seed, "fingerprint": fingerprint}), p))
+            if ctx.is_main:  # one writer: rank 0 (all ranks hold the same weights)
+                atomic_save(ckpt_path, lambda p: torch.save(
+                    checkpoint_payload(method, state, optimizer,
+                                       {"seed": seed, "fingerprint": fingerprint}), p))
             epochs_run += 1
-            if on_epoch:
+            if on_epoch and ctx.is_main:
                 on_epoch(row)
         state.epoch = 0
         opt_state = None
@@ -190,36 +242,81 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
     return state
 
 
-def _train_epoch(method, dataset, optimizer, criterion, cfg, stage, stage_index, epoch, seed,
-                 device, num_workers) -> dict[str, Any]:
+def _stage_step(method: WSOLMethod, stage: str, ctx: DistContext, speed: Speed,
+                device: torch.device) -> nn.Module:
+    """The module one training step calls: the stage forward, DDP-wrapped and/or compiled."""
+    step: nn.Module = _StageForward(method, stage)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Some parameters take no gradient in a stage (TRT's CAM branch in stage 1).
+        step = DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    if speed.compile:
+        step = torch.compile(step)
+    return step
+
+
+def _train_loader(dataset: RecordDataset, batch_size: int, ctx: DistContext,
+                  num_workers: int, device: torch.device) -> tuple[DataLoader,
+                                                                   EpochShardSampler]:
+    if batch_size % ctx.world_size:
+        raise WsolbenchError(f"batch size {batch_size} is not divisible by the "
+                             f"{ctx.world_size} processes (it is the global batch)")
+    sampler = EpochShardSampler(len(dataset), ctx.rank, ctx.world_size)
+    loader = DataLoader(dataset, batch_size=batch_size // ctx.world_size, sampler=sampler,
+                        drop_last=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda",
+                        persistent_workers=num_workers > 0,
+                        prefetch_factor=4 if num_workers > 0 else None)
+    return loader, sampler
+
+
+def _train_epoch(method, step, loader, sampler, optimizer, criterion, cfg, stage, stage_index,
+                 epoch, seed, device, ctx, speed) -> dict[str, Any]:
     epoch_seed = (seed * 1_000_003 + stage_index * 10_007 + epoch) % 2**31
-    seed_everything(epoch_seed)
+    seed_everything(epoch_seed)  # dropout / drop-path streams
+    sampler.set_epoch_seed(epoch_seed)  # order and per-image augmentation
     lr = cfg.lr_at(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_ratio"]
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(
-                            epoch_seed), persistent_workers=False)
     method.set_train_mode(stage)
-    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    memory_format = _memory_format(method, speed)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # correct, seen
+    t0 = time.perf_counter()
     bar = tqdm(loader, desc=f"{method.name} {stage} epoch {epoch}/{cfg.epochs}", leave=False,
-               dynamic_ncols=True)
-    for images, labels, _ in bar:
-        images, labels = images.to(device), labels.to(device)
-        logits = method.training_logits(images, stage)
-        loss = criterion(logits, labels)
-        if not math.isfinite(loss.item()):
-            raise WsolbenchError(f"training diverged (loss {loss.item()}) at epoch {epoch}; "
-                                 "lower the learning rate")
+               dynamic_ncols=True, disable=not ctx.is_main or None)
+    for index, (images, labels, _) in enumerate(bar, start=1):
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with speed.autocast(device):
+            logits = step(images)
+            loss = criterion(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-    return {"stage": stage, "epoch": epoch, "lr": lr, "loss": total_loss / seen,
-            "train_acc": 100.0 * correct / seen, "seconds": time.perf_counter() - t0}
+        total_loss += loss.detach().double() * len(labels)
+        counts += torch.stack([(logits.argmax(1) == labels).sum(), labels.new_tensor(
+            len(labels))])
+        # Reading a value from the GPU waits for it: check and report every few steps only.
+        if index % CHECK_EVERY == 0 or index == len(loader):
+            seen = int(counts[1])
+            if not math.isfinite(float(total_loss)):
+                raise WsolbenchError(f"training diverged (non-finite loss) at epoch {epoch}; "
+                                     "lower the learning rate")
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}",
+                            acc=f"{100 * int(counts[0]) / seen:.1f}")
+    if ctx.enabled:  # the epoch's loss and accuracy over every rank's images
+        import torch.distributed as dist
+
+        stats = torch.cat([total_loss.reshape(1), counts.double()]).cpu()
+        dist.all_reduce(stats)
+        total_loss, counts = stats[0], stats[1:].long()
+    seen = int(counts[1])
+    return {"stage": stage, "epoch": epoch, "lr": lr, "loss": float(total_loss) / seen,
+            "train_acc": 100.0 * int(counts[0]) / seen, "seconds": time.perf_counter() - t0}
 
 
 @dataclass
@@ -242,16 +339,21 @@ class Predictions:
 
 @torch.no_grad()
 def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.device,
-            batch_size: int = 128, num_workers: int = 0, desc: str = "localize") -> Predictions:
+            batch_size: int = 128, num_workers: int = 0, desc: str = "localize",
+            speed: Speed = Speed()) -> Predictions:
     """Raw GT-class maps and logits for every record (test transform: square resize)."""
     cfg = method.config
     dataset = RecordDataset(records, build_transform(False, cfg.image_size, cfg.resize_size,
                                                      cfg.mean, cfg.std))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    method.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    memory_format = _memory_format(method, speed)
+    method.to(device=device, memory_format=memory_format).eval()
     maps, logits = [], []
     for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        out = method.localize(images.to(device), labels.to(device))
+        with speed.autocast(device):
+            out = method.localize(images.to(device, memory_format=memory_format),
+                                  labels.to(device))
         maps.append(out.maps.float().cpu().numpy())
         logits.append(out.logits.float().cpu().numpy())
     return Predictions(image_ids=[r.image_id for r in records], maps=np.concatenate(maps),

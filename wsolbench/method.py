@@ -88,6 +88,9 @@ class WSOLMethod(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     presets: ClassVar[dict[str, MethodConfig]] = {}
     paper: ClassVar[str] = ""
+    # Convolutional methods run faster with NHWC tensors (the engine converts both the model
+    # and its inputs when this is set); transformers gain nothing.
+    channels_last: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, num_classes: int) -> None:
         super().__init__()

@@ -58,6 +58,9 @@ class RunOptions:
     eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
     first_box_only: bool = False  # match only each image's first GT box (TRT repo behaviour)
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    precision: str = "fp32"  # or "bf16" autocast (CUDA, and CPUs with bf16 support)
+    compile: bool = False  # torch.compile each training stage's forward
+    eval_every: int = 0  # held-out (train-fullsup) check every K epochs; 0: only at the end
 
 
 def package_versions() -> dict[str, str]:
@@ -187,16 +190,32 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
-    """Train, evaluate and record one (method, dataset, seed); returns the results dict."""
+    """Train, evaluate and record one (method, dataset, seed); returns the results dict.
+
+    Under torchrun every rank calls this: ranks train together (DDP) and evaluate their
+    shard; rank 0 alone writes files and MLflow and returns the results (others: `{}`).
+    """
+    from wsolbench import distributed
+
+    ctx = distributed.init(opts.device)
+    try:
+        return _run(opts, tracker, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub at run time
     import torch
 
-    from wsolbench.engine import resolve_device, set_deterministic, train
+    from wsolbench.distributed import device_for
+    from wsolbench.engine import Speed, resolve_device, set_deterministic, train
     from wsolbench.figures import localization_grid
     from wsolbench.method import read_state_dict, sha256_file
     from wsolbench.tracking import MLflowTracker, NullTracker
 
-    device = resolve_device(opts.device)
+    device = resolve_device(device_for(ctx, opts.device))
+    speed = Speed(precision=opts.precision, compile=opts.compile)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
@@ -207,7 +226,7 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     data = load_dataset(opts)
     check_splits(data)
     set_deterministic()
-    torch.manual_seed(opts.seed)  # model initialisation
+    torch.manual_seed(opts.seed)  # model initialisation (identical on every rank)
     method = method_cls(cfg, data.num_classes)
     pretrained: dict[str, Any] = {}
     if opts.pretrained:
@@ -224,9 +243,14 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
                 "device": opts.device, "config": dataclasses.asdict(cfg),
                 "dataset_info": data.info, "pretrained": pretrained,
                 "protocol_steps": {"box_step": opts.box_step, "curve_step": opts.curve_step},
+                "distributed": {"world_size": ctx.world_size},
+                "speed": dataclasses.asdict(speed),
                 "git_commit": git_commit(), "versions": package_versions()}
-    atomic_write_json(run_dir / "config.json", resolved)
+    if ctx.is_main:
+        atomic_write_json(run_dir / "config.json", resolved)
 
+    if not ctx.is_main:
+        tracker = NullTracker()
     tracker = tracker or (MLflowTracker(data.name, opts.results_dir) if opts.mlflow
                           else NullTracker())
     with tracker.run(f"{opts.method}-seed{opts.seed}"):
@@ -238,6 +262,10 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
             step = len(history_rows) + 1
             history_rows.append(row)
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            if opts.eval_every and step % opts.eval_every == 0:
+                # Held-out monitoring only: train-fullsup, never test.
+                scalars.update(heldout_check(method, data, opts, device, speed))
+                row.update({k: v for k, v in scalars.items() if k.startswith("fullsup_")})
             tracker.log_metrics({f"train/{k}": v for k, v in scalars.items()}, step=step)
             if len(method.stages()) > 1:  # TRT: one nested run per training stage
                 tracker.log_stage_metrics(row["stage"], scalars, step=int(row["epoch"]))
@@ -246,12 +274,14 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
         t_train = time.perf_counter()
         state = train(method, data.train, run_dir, device=device, seed=opts.seed,
                       resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch,
-                      fingerprint=run_fingerprint(resolved))
+                      fingerprint=run_fingerprint(resolved), ctx=ctx, speed=speed)
         train_seconds = time.perf_counter() - t_train
 
         t_eval = time.perf_counter()
-        metrics, preds = evaluate_model(method, data, opts, run_dir, device)
+        metrics, preds = evaluate_model(method, data, opts, run_dir, device, ctx, speed)
         eval_seconds = time.perf_counter() - t_eval
+        if not ctx.is_main:
+            return {}
 
         results = {**{k: v for k, v in resolved.items()},
                    "training": {"history": state.history, "seconds": train_seconds},
@@ -269,6 +299,21 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     return results
 
 
+def heldout_check(method, data, opts: RunOptions, device, speed) -> dict[str, float]:
+    """Mid-training look at the held-out split: best GT-known Loc over tau, MaxBoxAccV2."""
+    from wsolbench.engine import predict
+    from wsolbench.evaluation import evaluate
+
+    preds = predict(method, data.fullsup, device=device, num_workers=opts.num_workers,
+                    desc="held-out check", speed=speed)
+    loc = get_plugin("protocols", "loc_acc")(cam_threshold=method.config.cam_threshold,
+                                             curve_step=opts.curve_step)
+    box = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.curve_step)
+    evaluate([loc, box], data.fullsup, preds.maps, preds.logits, workers=1)
+    return {"fullsup_gt_known_best": float(max(loc.compute()["curves"]["gt_known_loc"])),
+            "fullsup_maxboxacc_v2": box.compute()["mean"]}
+
+
 def run_fingerprint(resolved: dict[str, Any]) -> str:
     """Hash of what a checkpoint depends on besides the method config: data and weights."""
     blob = json.dumps({k: resolved.get(k) for k in ("dataset", "dataset_info", "pretrained")},
@@ -276,17 +321,45 @@ def run_fingerprint(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Localize test and train-fullsup, run every protocol, the fair transfer and baselines."""
-    from wsolbench.engine import predict
+def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device, ctx=None,
+                   speed=None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Localize test and train-fullsup, run every protocol, the fair transfer and baselines.
 
-    preds = {}
+    Under torchrun each rank localizes and scores its strided shard of every split; rank 0
+    merges the shards' counters (`Protocol.merge`: exactly the single-process counters) and
+    their maps (saved, and used for the per-image file). Other ranks return `({}, {})`.
+    """
+    from wsolbench.distributed import DistContext, unshard
+    from wsolbench.engine import Predictions, Speed, predict
+
+    ctx = ctx or DistContext()
+    speed = speed or Speed()
+    preds, evaluated = {}, {}
     for split in ("test", "fullsup"):
-        preds[split] = predict(method, data.split(split), device=device,
-                               num_workers=opts.num_workers, desc=f"localize {split}")
+        mine = ctx.shard(data.split(split))
+        part = protos = None
+        if mine:
+            part = predict(method, mine, device=device, num_workers=opts.num_workers,
+                           desc=f"localize {split}", speed=speed)
+            protos = evaluate_split(mine, part, method.config, opts)
+        shards = ctx.gather((part, protos))
+        if not ctx.is_main:
+            continue
+        parts = [p for p, _ in shards if p is not None]
+        preds[split] = Predictions(
+            image_ids=unshard([p.image_ids for p in parts]),
+            maps=np.stack(unshard([list(p.maps) for p in parts])),
+            logits=np.stack(unshard([list(p.logits) for p in parts])),
+            labels=np.asarray(unshard([list(p.labels) for p in parts]), dtype=np.int64))
+        merged = shards[0][1]
+        for _, other in shards[1:]:
+            if other is not None:
+                for name, protocol in merged.items():
+                    protocol.merge(other[name])
+        evaluated[split] = merged
         preds[split].save(out_dir / f"predictions_{split}.npz")
-    evaluated = {s: evaluate_split(data.split(s), preds[s], method.config, opts) for s in preds}
+    if not ctx.is_main:
+        return {}, {}
     metrics: dict[str, Any] = {s: {k: p.compute() for k, p in protos.items()}
                                for s, protos in evaluated.items()}
     metrics["fair"] = fair_protocol(evaluated["fullsup"], evaluated["test"])

@@ -62,7 +62,9 @@ def run_args(wildcards):
             f"--seed {wildcards.seed}", f"--device {RES.get('device', 'cpu')}",
             f"--box-step {EVAL.get('box_step', 0.001)}",
             f"--eval-workers {EVAL.get('eval_workers', 1)}",
-            f"--num-workers {RES.get('num_workers', 0)}", "--resume"]
+            f"--num-workers {RES.get('num_workers', 0)}", "--resume",
+            f"--precision {RES.get('precision', 'fp32')}",
+            f"--nproc-per-node {RES.get('nproc_per_node', 1)}"]
     if method.get("preset"):
         args.append(f"--preset {shlex.quote(method['preset'])}")
     args.append(_pairs("--set", method.get("set", {})))

@@ -7,8 +7,10 @@ as both official repositories and wsolevaluation do, so a map covers the whole i
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -43,8 +45,18 @@ def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequen
     return T.Compose([T.Resize((image_size, image_size)), *normalize])
 
 
+def _item_seed(epoch_seed: int, index: int) -> int:
+    return (epoch_seed * 1_000_003 + index * 7_919) % 2**31
+
+
 class RecordDataset(Dataset):
-    """Items are `(image [3, S, S], label, index)`; the index points back into `records`."""
+    """Items are `(image [3, S, S], label, index)`; the index points back into `records`.
+
+    Keys are plain indices or `(index, epoch_seed)` pairs (what `EpochShardSampler` yields in
+    training). With a pair, python/numpy/torch are seeded from `(epoch_seed, index)` before
+    the transform, so an image's augmentation depends only on the epoch and the image: not on
+    the batch it lands in, the DataLoader worker, or the number of DDP ranks.
+    """
 
     def __init__(self, records: Sequence[Record], transform: T.Compose) -> None:
         self.records = list(records)
@@ -53,7 +65,15 @@ class RecordDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        if isinstance(key, tuple):
+            index, epoch_seed = key
+            seed = _item_seed(epoch_seed, index)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        else:
+            index = key
         record = self.records[index]
         try:
             with Image.open(record.path) as img:
