@@ -15,7 +15,12 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The default config only when none is given: Snakemake would otherwise deep-merge a
+# --configfile into it (paper.yaml's methods would inherit the synth presets).
+if not config:
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

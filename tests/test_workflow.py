@@ -28,9 +28,14 @@ def test_lint_is_clean(tmp_path):
 
 @pytest.mark.parametrize("config,runs", [("config.yaml", 18), ("paper.yaml", 18)])
 def test_dry_run_of_shipped_configs(tmp_path, config, runs):
-    done = snakemake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config" / config),
-                     cwd=tmp_path)
+    done = snakemake("-n", "-p", "--cores", "2", "all", "--configfile",
+                     str(ROOT / "config" / config), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    commands = [line for line in done.stdout.splitlines() if "wsolbench run" in line]
+    assert len(commands) == runs
+    if config == "paper.yaml":  # nothing of the default config leaks into a given one
+        assert not any("synth" in c for c in commands)
+        assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)
     stats = done.stdout[done.stdout.index("Job stats"):]
     assert f"run                {runs}" in stats
     for rule in ("prepare_data", "tables", "figures", "summary"):
