@@ -8,7 +8,8 @@ its own:
   block unfused (`fused_attn = False`, as their copied ViT code computes attention), NCHW
   tensors, the plain module (their `DataParallel` on one device adds nothing but a call);
 - `wsolbench`: the engine's step — `--precision` autocast (default bf16 on CUDA, fp32 on
-  CPU), fused attention (PyTorch SDPA) in every block, channels-last for CNN backbones.
+  CPU), fused attention (PyTorch SDPA) in every block, channels-last for CNN backbones on
+  CUDA.
 
 Prints images/s, peak memory (CUDA: allocator peak; CPU: process RSS peak) and the ratio.
 
@@ -66,7 +67,7 @@ def measure(method_name: str, variant: str, args) -> dict:
     for module in method.modules():  # timm Attention blocks
         if hasattr(module, "fused_attn"):
             module.fused_attn = not official
-    fmt = torch.contiguous_format if official else _memory_format(method, speed)
+    fmt = torch.contiguous_format if official else _memory_format(method, speed, device)
     method.to(device=device, memory_format=fmt)
     method.set_train_mode(stage)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device).to(
