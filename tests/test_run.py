@@ -66,6 +66,16 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
     assert (per_image["error_category"] == "correct").sum() == per_image["top1_loc_paper"].sum()
 
 
+def test_eval_every_checks_the_heldout_split_during_training(tmp_path, tiny_synth_dir):
+    results = run(options(tmp_path, tiny_synth_dir, overrides={**FAST, "epochs": "2"},
+                          eval_every=1, baselines=False), tracker=NullTracker())
+    history = results["training"]["history"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    for row in history:  # train-fullsup only: the test split is never looked at mid-run
+        assert 0 <= row["fullsup_gt_known_best"] <= 100
+        assert 0 <= row["fullsup_maxboxacc_v2"] <= 100
+
+
 def test_killed_run_resumes_with_identical_metrics(tmp_path, tiny_synth):
     def fresh():
         torch.manual_seed(0)

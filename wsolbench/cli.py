@@ -310,7 +310,9 @@ _synth_command("synth-imagenet", "ilsvrc", "SynthImageNetConfig")
               help="Paired-bootstrap resamples.")
 def tables(results_dir, roles, methods, seeds, protocols, reported, out, resamples) -> None:
     """Tables 1-3 (LaTeX, CSV, Markdown), statistics and paired bootstrap from runs."""
-    from wsolbench.report import make_tables
+    import pandas as pd
+
+    from wsolbench.report import make_tables, significance_lines
 
     role_map = _overrides(roles) if roles else {"cub": "synth-cub"}
     chosen = _name_list(protocols)
@@ -321,6 +323,9 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
                           reported, out or results_dir / "tables", resamples)
     for path in written.values():
         click.echo(path)
+    if "bootstrap.csv" in written:
+        for line in significance_lines(pd.read_csv(written["bootstrap.csv"])):
+            click.echo(line)
 
 
 @cli.command()
