@@ -45,10 +45,6 @@ class DistContext:
         """This rank's strided share of `items` (rank r gets items r, r + W, r + 2W, ...)."""
         return items[self.rank::self.world_size]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order, on every rank (a world of one: `[obj]`)."""
         if not self.enabled:
@@ -56,14 +52,6 @@ class DistContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's `obj` on every rank."""
-        if not self.enabled:
-            return obj
-        box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
 
 
 def unshard(shards: list[list]) -> list:
