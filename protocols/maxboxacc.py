@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from wsolbench.boxes import (EMPTY_BOX_WSOLEVALUATION, best_iou_per_threshold,
-                             integer_thresholds, iou_matrix, scale_boxes_wsolevaluation,
+                             fixed_box_ious, integer_thresholds, scale_boxes_wsolevaluation,
                              threshold_grid)
 from wsolbench.component_tree import best_iou_by_level
-from wsolbench.postprocess import check_scoremap, quantize, scoremap_wsolevaluation
+from wsolbench.postprocess import check_scoremap, quantize, quantized_scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch, Protocol, percent
 
 
@@ -66,20 +66,20 @@ class MaxBoxAccV2(Protocol):
 
     def best_ious(self, raw: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Best IoU per tau `float64 [T]` for one image and its scaled GT boxes."""
-        u8 = quantize(self._scoremap(np.asarray(raw)))
+        u8 = self._quantized_scoremap(np.asarray(raw))
         thresholds = integer_thresholds(self.thresholds, int(u8.max()))
         if self.multi_contour:  # all contours: one component-tree sweep serves every tau
-            empty_iou = float(iou_matrix(np.array([EMPTY_BOX_WSOLEVALUATION]), gt).max())
+            empty_iou = float(fixed_box_ious(np.array([EMPTY_BOX_WSOLEVALUATION]), gt)[0])
             return best_iou_by_level(u8, gt, empty_iou)[thresholds]
         # v1 ranks contours by polygon area, which only a traced contour gives.
         return best_iou_per_threshold(u8, thresholds, gt, largest_only=True, clip=True,
                                       empty_box=EMPTY_BOX_WSOLEVALUATION)
 
-    def _scoremap(self, raw: np.ndarray) -> np.ndarray:
+    def _quantized_scoremap(self, raw: np.ndarray) -> np.ndarray:
         if not self.scoremaps:
-            return scoremap_wsolevaluation(raw, self.eval_size)
+            return quantized_scoremap_wsolevaluation(raw, self.eval_size)
         check_scoremap(raw, self.eval_size)
-        return raw.astype(np.float64)
+        return quantize(raw.astype(np.float64))
 
     def _update(self, batch: EvalBatch) -> None:
         deltas = np.asarray(self.iou_thresholds, dtype=np.float64)[:, None] / 100.0
@@ -87,7 +87,7 @@ class MaxBoxAccV2(Protocol):
         for raw, boxes, size in zip(batch.maps, batch.boxes, batch.sizes):
             gt = self.gt_boxes(boxes, (int(size[0]), int(size[1])))
             self.state["correct"] += self.best_ious(raw, gt)[None, :] >= deltas
-            whole = iou_matrix(np.array([[0, 0, last, last]]), gt).max()
+            whole = fixed_box_ious(np.array([[0, 0, last, last]]), gt)[0]
             self.state["whole_image_correct"] += whole >= deltas[:, 0]
 
     def _compute(self) -> dict[str, Any]:

@@ -320,15 +320,80 @@ def test_process_shards_give_the_single_process_counters():
             np.testing.assert_array_equal(a.state[key], b.state[key])
 
 
-def test_component_tree_returns_exactly_the_opencv_contour_boxes_at_every_threshold():
+def _assert_tree_matches_opencv(u8):
     from wsolbench.component_tree import contour_boxes_by_level
 
+    boxes, lo, hi = contour_boxes_by_level(u8)
+    for t in range(256):
+        expected = contour_boxes(u8, t, largest_only=False, clip=True)
+        got = boxes[(lo <= t) & (t <= hi)]
+        assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist())), t
+
+
+def test_component_tree_returns_exactly_the_opencv_contour_boxes_at_every_threshold():
     rng = np.random.default_rng(5)
     maps = _random_maps(rng, 30) + [rng.random((40, 40)), np.zeros((5, 5))]
     for raw in maps:
-        u8 = quantize(scoremap_wsolevaluation(raw, 64))
+        _assert_tree_matches_opencv(quantize(scoremap_wsolevaluation(raw, 64)))
+
+
+def test_component_tree_connectivity_plateaus_and_odd_shapes():
+    rng = np.random.default_rng(9)
+    checker = (np.indices((9, 12)).sum(0) % 2 * 200).astype(np.uint8)  # 8- vs 4-connectivity
+    nested = np.zeros((15, 15), np.uint8)
+    for i, v in enumerate((50, 120, 30, 250, 90)):  # rings and holes inside holes
+        nested[i + 1:14 - i, i + 1:14 - i] = v
+    cases = [checker, nested, np.full((6, 6), 255, np.uint8), np.zeros((1, 1), np.uint8),
+             np.array([[255]], np.uint8), rng.integers(0, 256, (1, 17), dtype=np.uint8),
+             rng.integers(0, 256, (17, 1), dtype=np.uint8),
+             rng.integers(0, 256, (23, 37), dtype=np.uint8),  # noise: many small components
+             (rng.integers(0, 4, (30, 20)) * 80).astype(np.uint8)]  # large plateaus
+    for u8 in cases:
+        _assert_tree_matches_opencv(u8)
+
+
+def test_component_tree_workspace_reuse_and_threads_do_not_leak_state():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wsolbench.component_tree import contour_boxes_by_level
+
+    rng = np.random.default_rng(2)
+    maps = [quantize(scoremap_wsolevaluation(raw, int(rng.choice([32, 48]))))
+            for raw in _random_maps(rng, 24)]
+
+    def canonical(u8):
         boxes, lo, hi = contour_boxes_by_level(u8)
-        for t in range(256):
-            expected = contour_boxes(u8, t, largest_only=False, clip=True)
-            got = boxes[(lo <= t) & (t <= hi)]
-            assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist())), t
+        return sorted(zip(map(tuple, boxes.tolist()), lo.tolist(), hi.tolist()))
+
+    expected = [canonical(u8) for u8 in maps]  # shapes interleave: workspaces get reused
+    assert [canonical(u8) for u8 in maps[::-1]] == expected[::-1]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(canonical, maps)) == expected
+
+
+def test_fused_quantized_scoremap_is_bit_identical_to_the_numpy_steps():
+    from wsolbench.postprocess import quantized_scoremap_wsolevaluation
+
+    rng = np.random.default_rng(4)
+    with_nan = rng.random((14, 14))
+    with_nan[3, 3] = np.nan
+    cases = [np.full((7, 7), 0.7), np.zeros((3, 3)), with_nan, -rng.random((14, 14)),
+             rng.random((1, 1)), rng.random((28, 13)) * 1e6, rng.normal(size=(14, 14)) * 1e-12]
+    cases += [rng.normal(size=tuple(rng.integers(1, 40, 2))) for _ in range(150)]
+    for raw in cases:
+        for size in (224, 64):
+            expected = quantize(scoremap_wsolevaluation(raw, size))
+            got = quantized_scoremap_wsolevaluation(raw, size)
+            assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    # The constant-0.7 pitfall survives the fusion: bicubic ripples become several levels.
+    assert len(np.unique(quantized_scoremap_wsolevaluation(np.full((7, 7), 0.7)))) > 1
+
+
+def test_fixed_box_ious_equal_iou_matrix():
+    from wsolbench.boxes import fixed_box_ious
+
+    rng = np.random.default_rng(6)
+    for _ in range(500):
+        a = rng.integers(-3, 20, (int(rng.integers(1, 4)), 4))
+        b = rng.integers(-3, 20, (int(rng.integers(1, 4)), 4))
+        np.testing.assert_array_equal(fixed_box_ious(a, b), iou_matrix(a, b).max(axis=1))

@@ -1,4 +1,4 @@
-"""Pure numpy/OpenCV box geometry shared by the protocols.
+"""Box geometry shared by the protocols (numpy/OpenCV; numba for per-image scalars).
 
 Conventions (shared/spec/protocols.md §2.3, §3.3–3.7):
 - boxes are int `[n, 4]` `(x0, y0, x1, y1)`, *inclusive* pixel indices;
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numba import njit
 
 EMPTY_BOX_WSOLEVALUATION = (0, 0, 0, 0)
 EMPTY_BOX_OFFICIAL = (0, 0, 1, 1)
@@ -53,14 +54,41 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU `float64 [n, m]` of inclusive boxes `a [n, 4]` and `b [m, 4]` (+1 areas)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None)
-    inter = iw * ih
+    # Called per image and per threshold on a handful of boxes: few ufunc calls, no clip or
+    # errstate (each costs more than the arithmetic here).
+    low = np.maximum(a[..., :2], b[..., :2])
+    high = np.minimum(a[..., 2:], b[..., 2:])
+    extent = np.maximum(high - low + 1, 0)
+    inter = extent[..., 0] * extent[..., 1]
     area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
     area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
     union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+@njit(cache=True, inline="always")
+def max_iou_of_box(x0: int, y0: int, x1: int, y1: int, gt: np.ndarray) -> float:
+    """Largest IoU of the inclusive box `(x0, y0, x1, y1)` with any row of `gt [m, 4]`
+    (+1 areas, 0 for an empty union); same arithmetic as `iou_matrix`, compiled."""
+    area = float((x1 - x0 + 1) * (y1 - y0 + 1))
+    best = 0.0
+    for g in range(gt.shape[0]):
+        iw = max(min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1, 0)
+        ih = max(min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1, 0)
+        inter = float(iw * ih)
+        union = area + float((gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)) - inter
+        best = max(best, inter / union if union > 0 else 0.0)
+    return best
+
+
+@njit(cache=True)
+def fixed_box_ious(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """`iou_matrix(boxes, gt).max(axis=1)` for int boxes, without numpy's per-call overhead
+    (MaxBoxAccV2 needs two per image: the empty-contour box and the whole image)."""
+    out = np.empty(boxes.shape[0])
+    for i in range(boxes.shape[0]):
+        out[i] = max_iou_of_box(boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3], gt)
+    return out
 
 
 def contour_boxes(u8: np.ndarray, t: int, *, largest_only: bool, clip: bool) -> np.ndarray:

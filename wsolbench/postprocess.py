@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numba import njit
 
 from wsolbench.errors import WsolbenchError
+from wsolbench.scratch import per_thread
 
 
 def validate_map(raw: np.ndarray, what: str = "map") -> None:
@@ -62,4 +64,40 @@ def scoremap_official(raw: np.ndarray, size: int = 224) -> np.ndarray:
 
 def quantize(score: np.ndarray) -> np.ndarray:
     """uint8 `trunc(255 * s)`; NaN -> 0 (what numpy's cast gave the official code on x86)."""
-    return np.nan_to_num(score * 255.0, nan=0.0).astype(np.uint8)
+    scaled = score * 255.0  # in the map's own dtype, as upstream multiplies
+    scaled[np.isnan(scaled)] = 0.0  # np.nan_to_num costs ~1 ms per 224 x 224 map
+    return scaled.astype(np.uint8)
+
+
+def quantized_scoremap_wsolevaluation(raw: np.ndarray, size: int = 224) -> np.ndarray:
+    """`quantize(scoremap_wsolevaluation(raw, size))`, bit for bit, without float temporaries.
+
+    The per-image hot path of MaxBoxAccV2: the resize writes into a per-thread buffer and
+    one compiled pass normalizes and quantizes. The result is a fresh uint8 array.
+    """
+    buffer = per_thread(("scoremap_f64", size), lambda: np.empty((size, size), np.float64))
+    resized = cv2.resize(raw.astype(np.float64), (size, size), dst=buffer,
+                         interpolation=cv2.INTER_CUBIC)
+    out = np.empty((size, size), np.uint8)
+    _normalize_quantize(resized, out)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _normalize_quantize(resized: np.ndarray, out: np.ndarray) -> None:
+    """NaN anywhere or exactly constant -> zeros; else `trunc(255 * (x - lo) / max(x - lo))`
+    with numpy's float64 operations in numpy's order (no fused or reordered arithmetic)."""
+    flat, dst = resized.ravel(), out.ravel()
+    lo, hi, has_nan = np.inf, -np.inf, False
+    for x in flat:
+        has_nan |= np.isnan(x)
+        lo = min(lo, x)
+        hi = max(hi, x)
+    if has_nan or lo == hi:
+        dst[:] = 0
+        return
+    top = 0.0
+    for x in flat:
+        top = max(top, x - lo)
+    for i in range(flat.shape[0]):
+        dst[i] = np.uint8(int((flat[i] - lo) / top * 255.0))
