@@ -350,6 +350,9 @@ def test_component_tree_connectivity_plateaus_and_odd_shapes():
              (rng.integers(0, 4, (30, 20)) * 80).astype(np.uint8)]  # large plateaus
     for u8 in cases:
         _assert_tree_matches_opencv(u8)
+    from wsolbench.component_tree import contour_boxes_by_level
+    with pytest.raises(ValueError, match="too large"):  # int16 coordinates
+        contour_boxes_by_level(np.zeros((1, 40000), np.uint8))
 
 
 def test_component_tree_workspace_reuse_and_threads_do_not_leak_state():

@@ -311,6 +311,8 @@ def _contour_box(out_box, i, hole, h, w):
 def _tree(u8: np.ndarray) -> tuple[_Workspace, int, int]:
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
     h, w = u8.shape
+    if max(h, w) >= 2 ** 15 - 2:  # coordinates are stored as int16
+        raise ValueError(f"map of shape {u8.shape} is too large for the component tree")
     ws = _workspace(h, w)
     n_fg, n = _component_tree(u8, ws.lev, ws.fg_mask, ws.bg_mask, ws.counts, ws.order, ws.xy,
                               ws.parent, ws.box, ws.start, ws.size, ws.out_box, ws.out_lo,
