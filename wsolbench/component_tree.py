@@ -308,6 +308,15 @@ def _contour_box(out_box, i, hole, h, w):
             min(out_box[i, 3] + 1 + grow, h - 1))
 
 
+@njit(cache=True)
+def _contour_boxes(out_box, n_fg, n, h, w) -> np.ndarray:
+    boxes = np.empty((n, 4), np.int64)
+    for i in range(n):
+        boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = _contour_box(out_box, i, i >= n_fg,
+                                                                          h, w)
+    return boxes
+
+
 def _tree(u8: np.ndarray) -> tuple[_Workspace, int, int]:
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
     h, w = u8.shape
@@ -329,9 +338,9 @@ def contour_boxes_by_level(u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """
     h, w = np.shape(u8)
     ws, n_fg, n = _tree(u8)
-    boxes = np.array([_contour_box(ws.out_box, i, i >= n_fg, h, w) for i in range(n)],
-                     dtype=np.int64).reshape(-1, 4)
-    return boxes, ws.out_lo[:n].astype(np.int64), ws.out_hi[:n].astype(np.int64)
+    return (_contour_boxes(ws.out_box, n_fg, n, h, w), ws.out_lo[:n].astype(np.int64),
+            ws.out_hi[:n].astype(np.int64))
+
 
 
 @njit(cache=True, error_model="numpy")
