@@ -136,8 +136,10 @@ def main() -> None:
         quoted = WSOLEVALUATION_MEAN_S.get(step)
         vs_wsol = f"{quoted / fast_s:.1f}x" if quoted else "-"
         fast_text = f"{fast_s * 1e3:.2f} ({min(times) * 1e3:.2f})"
-        print(f"{step:>6} {ref_s * 1e3:>10.2f} {up_s * 1e3:>15.2f} {fast_text:>16} "
-              f"{ref_s / fast_s:>11.1f}x {up_s / fast_s:>22.1f}x "
+        up_text = "-" if np.isnan(up_s) else f"{up_s * 1e3:.2f}"
+        vs_up = "-" if np.isnan(up_s) else f"{up_s / fast_s:.1f}x"
+        print(f"{step:>6} {ref_s * 1e3:>10.2f} {up_text:>15} {fast_text:>16} "
+              f"{ref_s / fast_s:>11.1f}x {vs_up:>23} "
               f"{(quoted or float('nan')) * 1e3:>24.1f} {vs_wsol:>23} {str(same):>14}")
 
 

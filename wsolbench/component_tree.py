@@ -193,14 +193,16 @@ def _prepare(u8, lev, fg_mask, bg_mask, counts, order, xy) -> None:
 
 
 @njit(cache=True, inline="always")
-def _close(out_box, out_lo, out_hi, r, box, c, lo, hi) -> int:
-    """Append root c's box, valid for thresholds [lo, hi], as record r; returns r + 1."""
+def _close(out_box, out_lo, out_hi, r, box, start, c, v, foreground) -> int:
+    """Record r: root c's box over the thresholds its state covered, the state having begun
+    at level `start[c]` and ended by a change at level v; returns r + 1. (Foreground: the
+    state held for t in [v, start - 1]; background: for t in [start, v - 1].)"""
     out_box[r, 0] = box[c, 0]
     out_box[r, 1] = box[c, 1]
     out_box[r, 2] = box[c, 2]
     out_box[r, 3] = box[c, 3]
-    out_lo[r] = lo
-    out_hi[r] = hi
+    out_lo[r] = v if foreground else start[c]
+    out_hi[r] = start[c] - 1 if foreground else v - 1
     return r + 1
 
 
@@ -245,10 +247,7 @@ def _sweep(h, w, counts, order, xy, masks, reps, n_reps, foreground, parent, box
             # Join the first neighbouring set; a state seen at an earlier level ends here.
             a = _find(parent, here + offsets[reps[mask, 0]])
             if start[a] != v and a != 0:
-                if foreground:
-                    r = _close(out_box, out_lo, out_hi, r, box, a, v, start[a] - 1)
-                else:
-                    r = _close(out_box, out_lo, out_hi, r, box, a, start[a], v - 1)
+                r = _close(out_box, out_lo, out_hi, r, box, start, a, v, foreground)
             start[a] = v
             parent[here] = a
             size[a] += 1
@@ -262,10 +261,7 @@ def _sweep(h, w, counts, order, xy, masks, reps, n_reps, foreground, parent, box
                 if a == b:
                     continue
                 if start[b] != v and b != 0:
-                    if foreground:
-                        r = _close(out_box, out_lo, out_hi, r, box, b, v, start[b] - 1)
-                    else:
-                        r = _close(out_box, out_lo, out_hi, r, box, b, start[b], v - 1)
+                    r = _close(out_box, out_lo, out_hi, r, box, start, b, v, foreground)
                 if size[a] < size[b]:  # union by size keeps the trees shallow
                     a, b = b, a
                 start[a] = v
@@ -275,14 +271,12 @@ def _sweep(h, w, counts, order, xy, masks, reps, n_reps, foreground, parent, box
                 box[a, 1] = min(box[a, 1], box[b, 1])
                 box[a, 2] = max(box[a, 2], box[b, 2])
                 box[a, 3] = max(box[a, 3], box[b, 3])
-    # Components alive after the last level.
+    # Components alive after the last level end just past it (t = 0, or t = 255 inclusive).
+    v_end = 0 if foreground else N_LEVELS
     for k in range(counts[1] if foreground else 0, counts[N_LEVELS]):
         p = order[k]
         if parent[p] == p:
-            if foreground:
-                r = _close(out_box, out_lo, out_hi, r, box, p, 0, start[p] - 1)
-            else:
-                r = _close(out_box, out_lo, out_hi, r, box, p, start[p], N_LEVELS - 1)
+            r = _close(out_box, out_lo, out_hi, r, box, start, p, v_end, foreground)
     return r
 
 
