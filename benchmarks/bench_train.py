@@ -60,7 +60,7 @@ def measure(method_name: str, variant: str, args) -> dict:
     method, _ = build_method(method_name, "cub", "cub", overrides, args.classes)
     stage = method.stages()[0]
     params = list(method.begin_stage(stage))
-    optimizer = _make_optimizer(method, params, method.stage_config(stage))
+    optimizer, _ = _make_optimizer(method, params, method.stage_config(stage))
     official = variant == "official"
     precision = "fp32" if official else args.precision
     speed = Speed(precision=precision, channels_last=not official)

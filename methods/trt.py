@@ -18,10 +18,11 @@ As the official code computes it (shared/spec/methods.md §1, reference algorith
 
 Two stages as the official code trains them: stage "tpsm" trains everything but the CAM
 branch with CE on p^t; stage "cam" freezes everything but the CAM branch and trains it with
-CE on p^c, the rest in eval mode. Deviations, all guarded and documented: the masked softmax
-subtracts the maximum (the same value in exact arithmetic; stable in low precision); an empty
-selection (one token holding >= thresh of the mass) gives lambda = 0 and the map falls back to
-m instead of the official stage-1 NaN.
+CE on p^c, the rest in eval mode. Deviations, all guarded and documented in docs/recipes.md:
+the masked softmax subtracts the maximum (the same value in exact arithmetic; stable in low
+precision); an empty selection (one token holding >= thresh of the mass) gives lambda = 0 and
+the map falls back to m instead of the official stage-1 NaN. Initialisation and presets follow
+upstream's constructors and configs (docs/recipes.md).
 
 Checked against: su-hui-zz/ReAttentionTransformer `lib/models/deit.py` (classes `TRT`,
 `TRTFuse`, `CAM6FuseBlock`) and `lib/models/vision_transformer.py` (`softmax_with_policy`).
@@ -50,6 +51,7 @@ class TRTConfig(MethodConfig):
     thresh: float = 0.6  # cumulative attention mass kept (0.6 CUB-224, 0.65 CUB-384, 0.95 ILSVRC)
     stage2_epochs: int = 6
     stage2_lr_steps: tuple[int, ...] = ()
+    stage2_lr_factor: float | None = None  # None: lr_factor (the 384 recipe: 0.2 then 0.1)
     stage1_map: bool = False  # evaluate the class-agnostic stage-1 map m' instead
 
 
@@ -94,6 +96,15 @@ def masked_block(block: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
+def _fresh_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module`'s architecture with PyTorch's default initialisation."""
+    fresh = copy.deepcopy(module)
+    for sub in fresh.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return fresh
+
+
 class TRT(WSOLMethod):
     name = "trt"
     paper = "Su et al., Re-Attention Transformer for Weakly Supervised Object Localization, " \
@@ -108,6 +119,13 @@ class TRT(WSOLMethod):
                          epochs=30, batch_size=128, lr=5e-5, weight_decay=0.05, lr_steps=(15,),
                          lr_step_mode="period", thresh=0.6, stage2_epochs=20,
                          stage2_lr_steps=(10,), cam_threshold=0.1),
+        # configs/CUB/deit_trt_{,fuse_}base_patch16_384_0.65.yaml + train_cub.sh: 384 px
+        # crops of 448 px resizes, token threshold 0.65, stage-1 lr factor 0.2.
+        "cub384": TRTConfig(model="deit_base_patch16_384", image_size=384, resize_size=448,
+                            epochs=30, batch_size=128, lr=5e-5, weight_decay=0.05,
+                            lr_steps=(15,), lr_factor=0.2, lr_step_mode="period", thresh=0.65,
+                            stage2_epochs=20, stage2_lr_steps=(10,), stage2_lr_factor=0.1,
+                            cam_threshold=0.1),
         "ilsvrc": TRTConfig(model="deit_base_patch16_224", image_size=224, resize_size=256,
                             epochs=12, batch_size=512, lr=5e-4, weight_decay=0.05,
                             lr_steps=(2, 4, 6, 8), lr_factor=0.4, lr_step_mode="period",
@@ -119,16 +137,26 @@ class TRT(WSOLMethod):
     def __init__(self, config: TRTConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
         self.vit = build_vit(config.model, config.image_size, config.drop_path)
-        self.vit.head = nn.Linear(self.vit.embed_dim, num_classes)
         dim = self.vit.embed_dim
-        # TPSM and CAM branch start as copies of the last block / final norm (methods.md §1.5).
-        self.score_layer = copy.deepcopy(self.vit.blocks[-1])
-        self.score_norm = copy.deepcopy(self.vit.norm)
+        # Initialisation as upstream's constructors (ReAttentionTransformer lib/models/deit.py;
+        # docs/recipes.md): `head` is built inside VisionTransformer.__init__ before its
+        # `self.apply(self._init_weights)`, so trunc-normal(0.02) weights and zero bias.
+        self.vit.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.vit.head.weight, std=0.02)
+        nn.init.zeros_(self.vit.head.bias)
+        # TRT.__init__ builds score_layer, score_norm and score_head *after* that apply: a
+        # fresh Block, LayerNorm and Linear keep PyTorch's default init. The last block is
+        # copied for its architecture only (drop path dpr[-1], like upstream's Block args);
+        # `load_pretrained` then fills score_layer/score_norm from blocks[-1]/norm, as
+        # upstream's deit_trt_* constructors do.
+        self.score_layer = _fresh_copy(self.vit.blocks[-1])
+        self.score_norm = _fresh_copy(self.vit.norm)
         self.score_head = nn.Linear(dim, 1)
-        nn.init.trunc_normal_(self.score_head.weight, std=0.02)
-        nn.init.zeros_(self.score_head.bias)
-        self.cam_tr = copy.deepcopy(self.vit.blocks[-1])
-        self.cam_norm = copy.deepcopy(self.vit.norm)
+        # TRTFuse's CAM6FuseBlock: cam_tr and cam_norm default-initialised (pretrained: from
+        # blocks[-1]/norm); `cam_head.apply(self._init_weights)` touches only Linear and
+        # LayerNorm modules, so the Conv2d keeps PyTorch's default init.
+        self.cam_tr = _fresh_copy(self.vit.blocks[-1])
+        self.cam_norm = _fresh_copy(self.vit.norm)
         self.cam_head = nn.Conv2d(dim, num_classes, 3, padding=1)
 
     # ------------------------------------------------------------------ the forward pass
@@ -153,7 +181,10 @@ class TRT(WSOLMethod):
         if with_cam:
             h, w = vit.patch_embed.dynamic_feat_size(images.shape[-2:])
             tokens = self.cam_norm(self.cam_tr(cam_in))[:, prefix:]
-            cam = self.cam_head(tokens.transpose(1, 2).reshape(len(images), -1, h, w))
+            # contiguous() as upstream's CAM6FuseBlock: the conv then runs on the same memory
+            # layout, and M_C is bit-identical to upstream's in float32.
+            grid = tokens.reshape(len(images), h, w, -1).permute(0, 3, 1, 2).contiguous()
+            cam = self.cam_head(grid)
             result["cam"], result["cam_logits"] = cam, cam.mean(dim=(2, 3))
         return result
 
@@ -174,12 +205,21 @@ class TRT(WSOLMethod):
         return torch.where(empty, m, refined)
 
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
-        r = self._run(images, with_cam=not self.config.stage1_map)
-        refined = self.refined_attention(r["m"], r["keep"], r["lam"],
-                                         renormalize=self.config.stage1_map)
+        return self._localize(images, labels, stage1=self.config.stage1_map)
+
+    def stage_localize(self, images: torch.Tensor, labels: torch.Tensor,
+                       stage: str) -> Localization:
+        """During stage 1 the CAM branch is untrained: score the stage-1 map m', as the
+        official stage-1 script (the `TRT` model class) evaluates every epoch."""
+        return self._localize(images, labels, stage1=stage == "tpsm" or self.config.stage1_map)
+
+    def _localize(self, images: torch.Tensor, labels: torch.Tensor, stage1: bool
+                  ) -> Localization:
+        r = self._run(images, with_cam=not stage1)
+        refined = self.refined_attention(r["m"], r["keep"], r["lam"], renormalize=stage1)
         h, w = self.vit.patch_embed.dynamic_feat_size(images.shape[-2:])
         refined = refined.reshape(len(images), h, w)
-        if self.config.stage1_map:
+        if stage1:
             maps = refined
         else:
             maps = refined * r["cam"][torch.arange(len(labels)), labels]
@@ -199,9 +239,11 @@ class TRT(WSOLMethod):
 
     def stage_config(self, stage: str) -> MethodConfig:
         if stage == "cam":  # stage 2 has its own schedule and never uses label smoothing
+            factor = self.config.stage2_lr_factor
             return dataclasses.replace(self.config, epochs=self.config.stage2_epochs,
                                        lr_steps=self.config.stage2_lr_steps,
-                                       label_smoothing=0.0)
+                                       lr_factor=self.config.lr_factor if factor is None
+                                       else factor, label_smoothing=0.0)
         return self.config
 
     def set_train_mode(self, stage: str) -> None:

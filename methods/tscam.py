@@ -53,13 +53,19 @@ class TSCAM(WSOLMethod):
     def __init__(self, config: TSCAMConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
         self.vit = build_vit(config.model, config.image_size, config.drop_path)
+        # Upstream (TS-CAM lib/models/deit.py, TSCAM.__init__): `head.apply(_init_weights)`
+        # touches only Linear and LayerNorm modules, so the Conv2d keeps PyTorch's default
+        # init, as here (docs/recipes.md).
         self.head = nn.Conv2d(self.vit.embed_dim, num_classes, 3, padding=1)
 
     def semantic_maps(self, images: torch.Tensor) -> torch.Tensor:
         """Per-class maps S `[B, C, h, w]` from the normed patch tokens."""
         tokens = self.vit.forward_features(images)[:, self.vit.num_prefix_tokens:]
         h, w = self.vit.patch_embed.dynamic_feat_size(images.shape[-2:])  # never 14x14 by fiat
-        return self.head(tokens.transpose(1, 2).reshape(len(images), -1, h, w))
+        # reshape + permute + contiguous() as upstream's TSCAM.forward: the conv then sees the
+        # same memory layout and S is bit-identical to upstream's in float32.
+        grid = tokens.reshape(len(images), h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return self.head(grid)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.semantic_maps(images).mean(dim=(2, 3))

@@ -5,7 +5,9 @@ Rules (shared/spec/protocols.md §5–6, methods.md §4), each a parameter here:
   without a constant guard (constant -> NaN -> no contour), quantized to uint8;
 - foreground = `u8 > int(tau * max(u8))`; the largest contour by `cv2.contourArea`; box
   `(x, y, x + w, y + h)` unclipped; no contour -> `(0, 0, 1, 1)`;
-- GT boxes scaled divide-first and clipped at `eval_size - 1`; IoU with +1 areas; max over
+- GT boxes as the official dataset code reads them (`EvalBatch.official_boxes`: on CUB
+  `int()` of x, y, w, h first), scaled divide-first and clipped at `eval_size - 1` (the
+  official code's frame is the crop size); IoU with +1 areas; max over
   all GT boxes (or only the first, `first_box_only`, to measure the TRT repo's behaviour);
 - GT-known: IoU >= 0.5; Top-1 / Top-5 Loc: class hit and IoU > 0.5 (strict), as the
   official code does. `gt_known_strict` / `topk_strict` switch either convention.
@@ -22,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from wsolbench.boxes import (EMPTY_BOX_OFFICIAL, best_iou_per_threshold, box_at_threshold,
-                             integer_thresholds, iou_matrix, scale_boxes_official,
-                             threshold_grid)
+from wsolbench.boxes import (
+    EMPTY_BOX_OFFICIAL,
+    best_iou_per_threshold,
+    box_at_threshold,
+    integer_thresholds,
+    iou_matrix,
+    scale_boxes_official,
+    threshold_grid,
+)
 from wsolbench.postprocess import quantize, scoremap_official
 from wsolbench.protocol import EvalBatch, Protocol, percent, topk_hits
 
@@ -99,7 +107,8 @@ class LocAcc(Protocol):
         s = self.eval_size
         whole = np.array([[0, 0, s - 1, s - 1]])
         for i, raw in enumerate(batch.maps):
-            gt = self.gt_boxes(batch.boxes[i], tuple(batch.sizes[i]))
+            source = batch.boxes if batch.official_boxes is None else batch.official_boxes
+            gt = self.gt_boxes(source[i], tuple(batch.sizes[i]))
             best = self.best_ious(raw, gt)
             box_topk = self.passes_topk(best)
             self.state["gt_known"] += self.passes_gt_known(best)

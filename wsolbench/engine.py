@@ -38,6 +38,7 @@ from wsolbench.method import WSOLMethod
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "checkpoint_selected.pt"  # the current stage's best epoch (--select-checkpoint)
 CHECK_EVERY = 20  # training steps between loss checks (each one synchronizes a GPU)
 
 
@@ -68,6 +69,11 @@ class TrainState:
     stage_index: int = 0
     epoch: int = 0  # last finished epoch of the current stage (1-based; 0 = none yet)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Checkpoint selection: the current stage's best epoch so far, and each finished
+    # stage's choice ({"stage", "epoch", "score"}).
+    best_epoch: int = 0
+    best_score: float | None = None
+    selected: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.optim.Optimizer
@@ -113,23 +119,39 @@ def load_checkpoint(path: Path | str, method: WSOLMethod,
     return ckpt
 
 
-def _make_optimizer(method: WSOLMethod, params, cfg) -> torch.optim.Optimizer:
-    """One group per learning-rate ratio (`method.lr_ratios()`: e.g. 10x for a new head)."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
+def _make_optimizer(method: WSOLMethod, params, cfg) -> tuple[torch.optim.Optimizer,
+                                                                 dict[str, int]]:
+    """The stage's optimizer and how many tensors it decays / exempts from weight decay.
+
+    Weight-decay groups come from timm's own `param_groups_weight_decay` (what the official
+    code's `timm.optim.create_optimizer` uses): biases, 1-D tensors and the method's
+    `no_weight_decay()` names are exempt when `cfg.filter_bias_and_bn`. Each group is then
+    split by learning-rate ratio (`method.lr_ratios()`: e.g. 10x for a new head).
+    """
+    from timm.optim import param_groups_weight_decay
+
+    wanted = {id(p) for p in params if p.requires_grad}
+    if not wanted:
         raise WsolbenchError("this training stage has no trainable parameter")
+    decay_groups = param_groups_weight_decay(
+        method, cfg.weight_decay, weight_decay_exclude_1d=cfg.filter_bias_and_bn,
+        no_weight_decay_list=method.no_weight_decay() if cfg.filter_bias_and_bn else ())
     ratios = method.lr_ratios()
-    wanted = {id(p) for p in params}
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, p in method.named_parameters():
-        if id(p) in wanted:
-            ratio = next((r for prefix, r in ratios.items() if name.startswith(prefix)), 1.0)
-            groups.setdefault(ratio, []).append(p)
-    param_groups = [{"params": ps, "lr_ratio": r, "lr": cfg.lr * r} for r, ps in groups.items()]
+    ratio_of = {id(p): next((r for prefix, r in ratios.items() if name.startswith(prefix)), 1.0)
+                for name, p in method.named_parameters()}
+    param_groups, counts = [], {"decayed_tensors": 0, "exempt_tensors": 0}
+    for group in decay_groups:
+        by_ratio: dict[float, list[nn.Parameter]] = {}
+        for p in group["params"]:
+            if id(p) in wanted:
+                by_ratio.setdefault(ratio_of[id(p)], []).append(p)
+        for ratio, ps in by_ratio.items():
+            param_groups.append({"params": ps, "lr_ratio": ratio, "lr": cfg.lr * ratio,
+                                 "weight_decay": group["weight_decay"]})
+            counts["decayed_tensors" if group["weight_decay"] else "exempt_tensors"] += len(ps)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum), counts
+    return torch.optim.AdamW(param_groups, lr=cfg.lr), counts
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,8 @@ def _memory_format(method: WSOLMethod, speed: Speed, device: torch.device
 def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, device: torch.device,
           seed: int, resume: bool = False, num_workers: int = 0,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          on_stage: Callable[[str, dict[str, int]], None] | None = None,
+          select: Callable[[str], float] | None = None,
           stop_after_epochs: int | None = None, fingerprint: str = "",
           ctx: DistContext = DistContext(), speed: Speed = Speed()) -> TrainState:
     """Train every stage of `method` on `records`; a checkpoint after each epoch.
@@ -186,6 +210,14 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
     Args:
         run_dir: where `checkpoint.pt` lives (read with `resume`, rewritten each epoch).
         on_epoch: called with each epoch's log row (loss, accuracy, lr, time); rank 0 only.
+        on_stage: called at the start of each stage with the optimizer's weight-decay
+            counts (`decayed_tensors`, `exempt_tensors`); rank 0 only.
+        select: checkpoint selection. Called after every epoch with the stage name, returns
+            a score (higher is better); at the end of each stage the weights of its first
+            best-scoring epoch are restored, so the next stage starts from them, as the
+            official TRT recipe starts stage 2 from stage 1's best file. None: keep the last
+            epoch. The method is left holding the selected weights, and `checkpoint.pt` is
+            rewritten with them at the end.
         stop_after_epochs: stop after this many epochs in this call (tests kill runs midway).
         fingerprint: what the run depends on beyond the config (dataset, seed); a checkpoint
             written under another config or fingerprint is not resumed: training restarts.
@@ -196,7 +228,8 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
     cfg = method.config
     method.to(device=device, memory_format=_memory_format(method, speed, device))
     state, opt_state = TrainState(), None
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt_path, best_path = run_dir / CHECKPOINT_NAME, run_dir / BEST_NAME
+    extra = {"seed": seed, "fingerprint": fingerprint}
     if resume and ckpt_path.is_file():
         ckpt = read_checkpoint(ckpt_path)
         config = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as JSON lists
@@ -217,13 +250,17 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
             continue
         params = list(method.begin_stage(stage))
         stage_cfg = method.stage_config(stage)
-        optimizer = _make_optimizer(method, params, stage_cfg)
+        optimizer, decay_counts = _make_optimizer(method, params, stage_cfg)
+        if on_stage and ctx.is_main:
+            on_stage(stage, decay_counts)
         criterion = nn.CrossEntropyLoss(label_smoothing=stage_cfg.label_smoothing)
         if opt_state is not None and stage_index == state.stage_index:
             optimizer.load_state_dict(opt_state)
         step = _stage_step(method, stage, ctx, speed, device)
         loader, sampler = _train_loader(dataset, stage_cfg.batch_size, ctx, num_workers, device)
         start = state.epoch + 1 if stage_index == state.stage_index else 1
+        if stage_index != state.stage_index:
+            state.best_epoch, state.best_score = 0, None
         state.stage_index = stage_index
         for epoch in range(start, stage_cfg.epochs + 1):
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
@@ -231,18 +268,45 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
             row = _train_epoch(method, step, loader, sampler, optimizer, criterion, stage_cfg,
                                stage, stage_index, epoch, seed, device, ctx, speed)
             state.epoch = epoch
+            if select is not None:
+                row["selection_score"] = score = float(select(stage))
+                # Strictly better, as the official `if loc_top1_val > best_top1_loc`: the
+                # first epoch of a tie is kept.
+                if state.best_score is None or score > state.best_score:
+                    state.best_epoch, state.best_score = epoch, score
+                    if ctx.is_main:
+                        atomic_save(best_path, lambda p: torch.save(method.state_dict(), p))
             state.history.append(row)
             if ctx.is_main:  # one writer: rank 0 (all ranks hold the same weights)
                 atomic_save(ckpt_path, lambda p: torch.save(
-                    checkpoint_payload(method, state, optimizer,
-                                       {"seed": seed, "fingerprint": fingerprint}), p))
+                    checkpoint_payload(method, state, optimizer, extra), p))
             epochs_run += 1
             if on_epoch and ctx.is_main:
                 on_epoch(row)
+        if select is not None:
+            _restore_selected(method, best_path, state, stage, ctx)
         state.epoch = 0
         opt_state = None
     state.stage_index = len(method.stages())
+    if select is not None and ctx.is_main:  # the evaluated weights are the selected ones
+        atomic_save(ckpt_path, lambda p: torch.save(
+            checkpoint_payload(method, state, None, extra), p))
     return state
+
+
+def _restore_selected(method: WSOLMethod, best_path: Path, state: TrainState, stage: str,
+                      ctx: DistContext) -> None:
+    """Load the stage's selected epoch into `method` and record the choice in `state`."""
+    if ctx.enabled:  # rank 0 wrote the file: every rank waits for it
+        import torch.distributed as dist
+
+        dist.barrier()
+    if not any(s["stage"] == stage for s in state.selected):
+        state.selected.append({"stage": stage, "epoch": state.best_epoch,
+                               "score": state.best_score})
+    method.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    logger.info("stage %s: selected epoch %d (score %.2f)", stage, state.best_epoch,
+                state.best_score)
 
 
 def _stage_step(method: WSOLMethod, stage: str, ctx: DistContext, speed: Speed,
@@ -343,8 +407,12 @@ class Predictions:
 @torch.no_grad()
 def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.device,
             batch_size: int = 128, num_workers: int = 0, desc: str = "localize",
-            speed: Speed = Speed()) -> Predictions:
-    """Raw GT-class maps and logits for every record (test transform: square resize)."""
+            speed: Speed = Speed(), stage: str | None = None) -> Predictions:
+    """Raw GT-class maps and logits for every record (test transform: square resize).
+
+    `stage`: score the maps of that training stage (`method.stage_localize`), for
+    checkpoint selection mid-training; None: the final maps (`method.localize`).
+    """
     cfg = method.config
     dataset = RecordDataset(records, build_transform(False, cfg.image_size, cfg.resize_size,
                                                      cfg.mean, cfg.std))
@@ -355,8 +423,10 @@ def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.devi
     maps, logits = [], []
     for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         with speed.autocast(device):
-            out = method.localize(images.to(device, memory_format=memory_format),
-                                  labels.to(device))
+            images = images.to(device, memory_format=memory_format)
+            labels = labels.to(device)
+            out = (method.localize(images, labels) if stage is None
+                   else method.stage_localize(images, labels, stage))
         maps.append(out.maps.float().cpu().numpy())
         logits.append(out.logits.float().cpu().numpy())
     return Predictions(image_ids=[r.image_id for r in records], maps=np.concatenate(maps),

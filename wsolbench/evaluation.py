@@ -39,7 +39,9 @@ def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Seq
             labels=np.asarray([r.label for r in part], dtype=np.int64),
             boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
             logits=None if logits is None else logits[start:start + chunk],
-            masks=[read_mask(r.mask_path) for r in part] if want_masks else None)
+            masks=[read_mask(r.mask_path) for r in part] if want_masks else None,
+            official_boxes=[r.gt_boxes("official") for r in part]
+            if any(r.official_boxes is not None for r in part) else None)
         for protocol in protocols:
             protocol.update(batch)
 

@@ -29,8 +29,11 @@ class MethodConfig:
     """Architecture, input and training recipe of one method; logged as flat params.
 
     Subclasses add their own fields. `lr_step_mode='period'` reproduces the official
-    TS-CAM/TRT rule (lr *= factor whenever `epoch % step == 0`, epochs from 1), `'milestone'`
-    the usual one-time decay at each listed epoch.
+    TS-CAM/TRT rule (`adjust_learning_rate_normal`: at the start of epoch e, counted from 1,
+    lr *= factor once if any step divides e), `'milestone'` the usual one-time decay at each
+    listed epoch. `filter_bias_and_bn` exempts biases, 1-D parameters (norms) and the model's
+    `no_weight_decay()` names from weight decay, as timm's `create_optimizer` (which the
+    official code calls) does. See docs/recipes.md.
     """
 
     image_size: int = 64
@@ -49,6 +52,7 @@ class MethodConfig:
     label_smoothing: float = 0.0
     cam_threshold: float = 0.1
     train_transform: str = "resize_crop_flip"  # or "timm_randaug" (TRT on ILSVRC)
+    filter_bias_and_bn: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -61,6 +65,8 @@ class MethodConfig:
         if self.train_transform not in TRAIN_TRANSFORMS:
             raise WsolbenchError(f"train_transform must be one of {', '.join(TRAIN_TRANSFORMS)},"
                                  f" got {self.train_transform!r}")
+        if any(step < 1 for step in (*self.lr_steps, *getattr(self, "stage2_lr_steps", ()))):
+            raise WsolbenchError(f"lr_steps must be epochs >= 1, got {self.lr_steps}")
         if self.resize_size < self.image_size:
             raise WsolbenchError(f"resize_size ({self.resize_size}) must be >= image_size "
                                  f"({self.image_size}): training crops image_size from it")
@@ -69,8 +75,11 @@ class MethodConfig:
         """Learning rate for 1-based `epoch` under the configured step rule."""
         if self.lr_step_mode == "milestone":
             decays = sum(epoch >= s for s in self.lr_steps)
-        else:  # official repos: checked at the start of every epoch, compounding
-            decays = sum(1 for e in range(1, epoch + 1) for s in self.lr_steps if e % s == 0)
+        else:
+            # Official `adjust_learning_rate_normal`: at the start of each epoch it walks the
+            # steps and stops at the first one dividing the epoch, so the lr decays at most
+            # once per epoch, however many steps divide it (epoch 4 with steps 2 and 4: once).
+            decays = sum(1 for e in range(1, epoch + 1) if any(e % s == 0 for s in self.lr_steps))
         return self.lr * self.lr_factor ** decays
 
 
@@ -123,8 +132,31 @@ class WSOLMethod(nn.Module):
         """Learning-rate multipliers by parameter-name prefix (default: none)."""
         return {}
 
+    def no_weight_decay(self) -> set[str]:
+        """Full names of parameters exempt from weight decay beyond biases and 1-D tensors.
+
+        Collects every submodule's own `no_weight_decay()` (timm models name `pos_embed` and
+        `cls_token` there), prefixed with the submodule's path, so the engine can hand the
+        whole method to timm's parameter grouping.
+        """
+        names: set[str] = set()
+        for path, module in self.named_modules():
+            if module is self or not hasattr(module, "no_weight_decay"):
+                continue
+            names.update(f"{path}.{name}" for name in module.no_weight_decay())
+        return names
+
     def training_logits(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         return self(images)
+
+    def stage_localize(self, images: torch.Tensor, labels: torch.Tensor,
+                       stage: str) -> Localization:
+        """The maps that checkpoint selection scores after an epoch of `stage`.
+
+        Default: `localize`. A multi-stage method whose final map needs a later stage
+        overrides it (TRT scores its stage-1 map during stage 1, as the official code does).
+        """
+        return self.localize(images, labels)
 
     def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
         """Load backbone weights; returns the dropped/missing key lists it tolerated."""

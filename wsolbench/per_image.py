@@ -78,7 +78,7 @@ def per_image_outcomes(records: Sequence[Any], maps: np.ndarray, logits: np.ndar
     rows = []
     for i, (record, raw) in enumerate(zip(records, maps)):
         size = (int(record.size[0]), int(record.size[1]))
-        gt = paper.gt_boxes(np.asarray(record.boxes), size)
+        gt = paper.gt_boxes(np.asarray(record.gt_boxes("official")), size)
         iou_paper, iou_fair = paper.best_ious(raw, gt, taus)
         box = paper.box_at(raw, paper.cam_threshold)
         v2_ious = maxboxacc_v2.best_ious(raw, maxboxacc_v2.gt_boxes(np.asarray(record.boxes),

@@ -29,6 +29,8 @@ class EvalBatch:
         sizes: int `[B, 2]` original `(W, H)`.
         logits: float `[B, K]`, or None when only maps are evaluated (`evaluate-maps`).
         masks: per image, bool `[H, W]` original-resolution foreground, or None.
+        official_boxes: per image, int `[n, 4]` boxes as the official TS-CAM/TRT dataset
+            code derives them (`Record.official_boxes`), or None when they equal `boxes`.
     """
 
     image_ids: list[str]
@@ -38,6 +40,7 @@ class EvalBatch:
     sizes: np.ndarray
     logits: np.ndarray | None = None
     masks: list[np.ndarray | None] | None = None
+    official_boxes: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.image_ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -27,6 +28,8 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_write_json, atomic_write_text
 from wsolbench.per_image import per_image_outcomes
 from wsolbench.registry import get_plugin
+
+logger = logging.getLogger(__name__)
 
 GRID_IMAGES = 16
 PER_IMAGE_NAME = "per_image_test.csv"
@@ -61,6 +64,19 @@ class RunOptions:
     precision: str = "fp32"  # or "bf16" autocast (CUDA, and CPUs with bf16 support)
     compile: bool = False  # torch.compile each training stage's forward
     eval_every: int = 0  # held-out (train-fullsup) check every K epochs; 0: only at the end
+    # Which epoch of each stage is kept: "last", "fullsup" (best Top-1 Loc on train-fullsup)
+    # or "test" (best Top-1 Loc on test: the official code's choice, which leaks the test
+    # split; every output of such a run says so). See docs/recipes.md.
+    select_checkpoint: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.select_checkpoint not in SELECT_CHOICES:
+            raise WsolbenchError(f"--select-checkpoint must be one of "
+                                 f"{', '.join(SELECT_CHOICES)}, got {self.select_checkpoint!r}")
+
+
+SELECT_CHOICES = ("last", "fullsup", "test")
+TEST_SELECTION_NOTE = "checkpoint chosen on the test split, as the official code does"
 
 
 def package_versions() -> dict[str, str]:
@@ -128,9 +144,7 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
 
     protocols = {
         "classification": get_plugin("protocols", "classification")(),
-        "paper": get_plugin("protocols", "loc_acc")(cam_threshold=cfg.cam_threshold,
-                                                    curve_step=opts.curve_step,
-                                                    first_box_only=opts.first_box_only),
+        "paper": paper_protocol(cfg, opts),
         "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
             cam_curve_interval=opts.box_step, first_box_only=opts.first_box_only),
         "maxboxacc": get_plugin("protocols", "maxboxacc")(first_box_only=opts.first_box_only),
@@ -140,6 +154,36 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     evaluate(list(protocols.values()), records, preds.maps, preds.logits,
              workers=opts.eval_workers, desc=f"evaluate {len(records)} images")
     return protocols
+
+
+def paper_protocol(cfg, opts: RunOptions):
+    """The `loc_acc` protocol as the official code runs it for this method config: the
+    config's CAM threshold, maps resized to the crop size (upstream's `CROP_SIZE` frame)."""
+    return get_plugin("protocols", "loc_acc")(cam_threshold=cfg.cam_threshold,
+                                              eval_size=cfg.image_size,
+                                              curve_step=opts.curve_step,
+                                              first_box_only=opts.first_box_only)
+
+
+def checkpoint_scorer(method, data, opts: RunOptions, device, speed):
+    """`--select-checkpoint`: a function of the stage giving Top-1 Loc (%) of the paper
+    protocol on the chosen split (the official scripts keep the epoch with the best Top-1
+    Loc); None for `last`."""
+    if opts.select_checkpoint == "last":
+        return None
+    from wsolbench.engine import predict
+    from wsolbench.evaluation import evaluate
+
+    records = data.split(opts.select_checkpoint)
+
+    def score(stage: str) -> float:
+        preds = predict(method, records, device=device, num_workers=opts.num_workers,
+                        desc=f"select on {opts.select_checkpoint}", speed=speed, stage=stage)
+        loc = paper_protocol(method.stage_config(stage), opts)
+        evaluate([loc], records, preds.maps, preds.logits, workers=1)
+        return float(loc.compute()["top1_loc"])
+
+    return score
 
 
 def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +289,10 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                 "protocol_steps": {"box_step": opts.box_step, "curve_step": opts.curve_step},
                 "distributed": {"world_size": ctx.world_size},
                 "speed": dataclasses.asdict(speed),
+                "select_checkpoint": opts.select_checkpoint,
                 "git_commit": git_commit(), "versions": package_versions()}
+    if opts.select_checkpoint == "test":
+        resolved["warning"] = TEST_SELECTION_NOTE
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
 
@@ -255,7 +302,9 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                           else NullTracker())
     with tracker.run(f"{opts.method}-seed{opts.seed}"):
         tracker.set_tags({"method": opts.method, "dataset": data.name, "seed": str(opts.seed),
-                          "preset": preset})
+                          "preset": preset, "select_checkpoint": opts.select_checkpoint,
+                          **({"selection_warning": TEST_SELECTION_NOTE}
+                             if opts.select_checkpoint == "test" else {})})
         tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "versions"}))
 
         def log_epoch(row: dict[str, Any]) -> None:
@@ -270,10 +319,17 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
             if len(method.stages()) > 1:  # TRT: one nested run per training stage
                 tracker.log_stage_metrics(row["stage"], scalars, step=int(row["epoch"]))
 
+        def log_stage(stage: str, counts: dict[str, int]) -> None:
+            logger.info("stage %s: weight decay on %d tensors, %d exempt", stage,
+                        counts["decayed_tensors"], counts["exempt_tensors"])
+            tracker.log_params({f"optimizer.{stage}.{k}": v for k, v in counts.items()})
+
         history_rows: list[dict[str, Any]] = []
         t_train = time.perf_counter()
         state = train(method, data.train, run_dir, device=device, seed=opts.seed,
                       resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch,
+                      on_stage=log_stage,
+                      select=checkpoint_scorer(method, data, opts, device, speed),
                       fingerprint=run_fingerprint(resolved), ctx=ctx, speed=speed)
         train_seconds = time.perf_counter() - t_train
 
@@ -284,7 +340,8 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
             return {}
 
         results = {**{k: v for k, v in resolved.items()},
-                   "training": {"history": state.history, "seconds": train_seconds},
+                   "training": {"history": state.history, "seconds": train_seconds,
+                                "selected_epochs": state.selected},
                    "metrics": metrics,
                    "timings": {"train_s": train_seconds, "evaluate_s": eval_seconds,
                                "total_s": time.perf_counter() - t_start}}
@@ -306,8 +363,7 @@ def heldout_check(method, data, opts: RunOptions, device, speed) -> dict[str, fl
 
     preds = predict(method, data.fullsup, device=device, num_workers=opts.num_workers,
                     desc="held-out check", speed=speed)
-    loc = get_plugin("protocols", "loc_acc")(cam_threshold=method.config.cam_threshold,
-                                             curve_step=opts.curve_step)
+    loc = paper_protocol(method.config, opts)
     box = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.curve_step)
     evaluate([loc, box], data.fullsup, preds.maps, preds.logits, workers=1)
     return {"fullsup_gt_known_best": float(max(loc.compute()["curves"]["gt_known_loc"])),
@@ -316,7 +372,8 @@ def heldout_check(method, data, opts: RunOptions, device, speed) -> dict[str, fl
 
 def run_fingerprint(resolved: dict[str, Any]) -> str:
     """Hash of what a checkpoint depends on besides the method config: data and weights."""
-    blob = json.dumps({k: resolved.get(k) for k in ("dataset", "dataset_info", "pretrained")},
+    keys = ("dataset", "dataset_info", "pretrained", "select_checkpoint")
+    blob = json.dumps({k: resolved.get(k) for k in keys},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

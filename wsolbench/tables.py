@@ -33,13 +33,18 @@ REAL_NAMES = {"cub": "CUB-200-2011", "ilsvrc": "ILSVRC"}
 REPORTED_COLUMNS = ("method", "backbone", "input", "dataset", "metric", "value", "source", "note")
 PROTOCOL_NOTES = {
     "paper": "paper: the official TS-CAM/TRT evaluation rules at a fixed CAM threshold "
-             "(largest contour; Top-k needs IoU > 0.5, GT-known IoU >= 0.5), final checkpoint.",
+             "(largest contour; Top-k needs IoU > 0.5, GT-known IoU >= 0.5), final checkpoint "
+             "unless marked otherwise.",
     "fair": "fair: CAM threshold chosen on the held-out train-fullsup split (best GT-known "
             "Loc; per IoU for MaxBoxAccV2), applied to the test split.",
     "wsolevaluation": "wsolevaluation: MaxBoxAccV2 as clovaai/wsolevaluation defines it "
                       "(all contours, best over GT boxes, threshold searched on the "
                       "evaluated split).",
 }
+TEST_SELECTION_MARK = "‡"
+TEST_SELECTION_NOTE = (f"{TEST_SELECTION_MARK} checkpoint chosen on the test split, as the "
+                       "official code does (--select-checkpoint test): these numbers leak "
+                       "the test split and are not comparable with the others.")
 REPORTED_NOTE = ("† reported by the cited source on the real dataset (not re-run); numbers "
                  "use that source's own protocol, typically `paper`.")
 
@@ -114,15 +119,16 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                                          f"({type(exc).__name__}: {exc})") from None
                 base = {"dataset": dataset, "method": method, "seed": seed,
                         "backbone": _backbone(results["config"]),
-                        "input": int(results["config"]["image_size"])}
+                        "input": int(results["config"]["image_size"]),
+                        "selection": results.get("select_checkpoint", "last")}
                 rows += [{**base, **n} for n in numbers]
     return pd.DataFrame(rows)
 
 
 def summarize_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std, 95 % CI and seed count per (dataset, method, backbone, input, protocol,
-    metric)."""
-    keys = ["dataset", "method", "backbone", "input", "protocol", "metric"]
+    """Mean, std, 95 % CI and seed count per (dataset, method, backbone, input, checkpoint
+    selection, protocol, metric)."""
+    keys = ["dataset", "method", "backbone", "input", "selection", "protocol", "metric"]
     out = [{**dict(zip(keys, group)), **seed_summary(frame["value"])}
            for group, frame in runs.groupby(keys, sort=False)]
     return pd.DataFrame(out)
@@ -203,10 +209,11 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
                          "source": "; ".join(sources)} for k in metric_keys if k in values]
     n_reported = len(cell_rows)
     shown = [p for p in spec.protocols if p in protocols]
+    test_selected = False
     if dataset is not None:
         mine = summary[summary["dataset"] == dataset]
-        for (method, backbone, size), group in mine.groupby(["method", "backbone", "input"],
-                                                            sort=False):
+        for (method, backbone, size, selection), group in mine.groupby(
+                ["method", "backbone", "input", "selection"], sort=False):
             for protocol in shown:
                 part = group[group["protocol"] == protocol].set_index("metric")
                 if not set(metric_keys) & set(part.index):
@@ -218,10 +225,14 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
                 if protocol in ("paper", "fair") and "cam_threshold" in part.index:
                     label += f", τ {part.at['cam_threshold', 'mean']:.2f}"
                     label += " (mean)" if protocol == "fair" and seeds > 1 else ""
+                if selection == "test":
+                    label += f", checkpoint on test {TEST_SELECTION_MARK}"
+                    test_selected = True
                 cell_rows.append([DISPLAY_NAMES.get(method, method), backbone, str(size),
                                   dataset] + cells + [label])
                 number_rows += [{"method": method, "backbone": backbone, "input": size,
                                  "data": dataset, "protocol": protocol, "metric": k,
+                                 "selection": selection,
                                  **{c: part.at[k, c] for c in ("mean", "std", "ci_low",
                                                                "ci_high", "n")},
                                  "source": "wsolbench"} for k in metric_keys if k in part.index]
@@ -232,6 +243,8 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
                                                          if dataset is not None]
     if dataset is not None:
         footnotes.append("Measured rows: mean ± std over seeds (95 % CIs in statistics.csv).")
+    if test_selected:
+        footnotes.append(TEST_SELECTION_NOTE)
     return Table(spec, cells, pd.DataFrame(number_rows), caption, footnotes, n_reported)
 
 

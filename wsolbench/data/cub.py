@@ -5,6 +5,8 @@
 and files space-separated; boxes are `x y w h` floats. Boxes are converted exactly as
 wsolevaluation's metadata holds them: `(x, y, x + w, y + h)`, with an end that reaches the
 image border (`x + w == W`) clipped to `W - 1` (the shipped metadata never has `x1 == W`).
+The `paper` protocol's boxes follow the official TS-CAM/TRT conversion instead
+(`official_box`; docs/recipes.md).
 
 The held-out train-fullsup split (CUBV2, 5 images per class) is not in the archive; it is
 read from wsolevaluation's metadata format (`metadata/CUB/val`) when given.
@@ -69,7 +71,9 @@ def read_cub(root: Path | str) -> tuple[tuple[str, ...], tuple[Record, ...], tup
         mask = masks_dir / Path(rel).with_suffix(".png") if masks_dir else None
         record = Record(image_id=rel, path=path, label=class_id - 1, size=size,
                         boxes=np.asarray([box], dtype=np.int64),
-                        mask_path=mask if mask is not None and mask.is_file() else None)
+                        mask_path=mask if mask is not None and mask.is_file() else None,
+                        official_boxes=np.asarray([official_box(*raw_boxes[image_id][0])],
+                                                  dtype=np.int64))
         flag, flag_line = is_train[image_id]
         if flag not in (0, 1):
             raise InputFileError(split_file, f"is_train must be 0 or 1, got {flag}", flag_line)
@@ -117,6 +121,15 @@ def _convert_box(x: float, y: float, w: float, h: float, size: tuple[int, int], 
                                    f"{width}x{height} image", line)
     x0, y0 = int(x), int(y)
     return x0, y0, min(int(x + w), width - 1), min(int(y + h), height - 1)
+
+
+def official_box(x: float, y: float, w: float, h: float) -> tuple[int, int, int, int]:
+    """The box the TS-CAM/TRT `CUBDataset` scales: `int()` of each of x, y, w, h first,
+    then `(x, y, x + w, y + h)`; the end may equal the image width (their scaling clips at
+    `frame - 1` afterwards). wsolevaluation's conversion (`_convert_box`) differs by one
+    pixel on some boxes: `int(x + w)` and a clip to `W - 1` before scaling."""
+    x0, y0, width, height = int(x), int(y), int(w), int(h)
+    return x0, y0, x0 + width, y0 + height
 
 
 def _find_segmentations(cub: Path) -> Path | None:

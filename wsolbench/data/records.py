@@ -27,6 +27,11 @@ class Record:
         boxes: int64 `[n, 4]` inclusive `(x0, y0, x1, y1)`; may be empty for train images.
         mask_path: foreground mask PNG (nonzero = object), when the dataset has masks.
         part_mask_path: discriminative-part mask PNG (synth diagnostics only).
+        official_boxes: int64 `[n, 4]` `(x0, y0, x1, y1)` in original pixels as the official
+            TS-CAM/TRT dataset code derives them from the annotation file, before its
+            scaling (CUB: `int()` of x, y, w and h first, `x1 = x0 + w`, never clipped);
+            the `paper` protocol scores against these. None: the same as `boxes` (ILSVRC's
+            XML corners are read alike by both codes).
     """
 
     image_id: str
@@ -36,6 +41,15 @@ class Record:
     boxes: np.ndarray = field(repr=False)
     mask_path: Path | None = None
     part_mask_path: Path | None = None
+    official_boxes: np.ndarray | None = field(default=None, repr=False)
+
+    def gt_boxes(self, convention: str) -> np.ndarray:
+        """GT boxes under `convention`: "wsolevaluation" (`boxes`) or "official"."""
+        if convention == "official" and self.official_boxes is not None:
+            return self.official_boxes
+        if convention not in ("official", "wsolevaluation"):
+            raise WsolbenchError(f"unknown box convention {convention!r}")
+        return self.boxes
 
 
 @dataclass(frozen=True)
