@@ -43,7 +43,7 @@ PROTOCOL_NOTES = {
 }
 TEST_SELECTION_MARK = "‡"
 TEST_SELECTION_NOTE = (f"{TEST_SELECTION_MARK} checkpoint chosen on the test split, as the "
-                       "official code does (--select-checkpoint test): these numbers leak "
+                       "official code does (`--select-checkpoint test`): these numbers leak "
                        "the test split and are not comparable with the others.")
 REPORTED_NOTE = ("† reported by the cited source on the real dataset (not re-run); numbers "
                  "use that source's own protocol, typically `paper`.")
@@ -249,7 +249,9 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
 
 
 def _caption(spec: TableSpec, dataset: str | None, real: str) -> str:
-    head = f"Table {spec.number}: {real} {spec.title}"
+    """The caption text without a "Table N:" prefix (LaTeX's `\\caption` adds its own;
+    Markdown adds it in `to_markdown`)."""
+    head = f"{real} {spec.title}"
     if dataset is None:
         return f"{head}. Reported numbers only: no {spec.role} dataset in this run."
     if dataset.startswith("synth"):
@@ -264,12 +266,23 @@ def _caption(spec: TableSpec, dataset: str | None, real: str) -> str:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "±": r"$\pm$", "†": r"$^\dagger$",
-                  "—": "---", "τ": r"$\tau$", "–": "--", "≥": r"$\geq$", ">=": r"$\geq$", ">": r"$>$",
-                  "<": r"$<$"}
+                  "‡": r"$^\ddagger$", "—": "---", "τ": r"$\tau$", "–": "--", "≥": r"$\geq$",
+                  ">=": r"$\geq$", "≤": r"$\leq$", "<=": r"$\leq$", ">": r"$>$", "<": r"$<$",
+                  "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials (and typeset ±, †, dashes) in plain text."""
+    """Escape LaTeX specials (and typeset ±, †, ‡, dashes) in plain text; `code` spans
+    become \\texttt (a backtick would print as an opening quote). Underscores may break
+    the line, so long timm model names wrap instead of overflowing."""
+    parts = text.split("`")
+    if len(parts) % 2 == 1 and len(parts) > 1:  # balanced backticks: odd parts are code
+        return "".join(rf"\texttt{{{_escape_plain(p)}}}" if i % 2 else _escape_plain(p)
+                       for i, p in enumerate(parts))
+    return _escape_plain(text)
+
+
+def _escape_plain(text: str) -> str:
     out, i = [], 0
     while i < len(text):
         if text[i:i + 2] in _LATEX_SPECIAL:
@@ -277,30 +290,49 @@ def latex_escape(text: str) -> str:
             i += 2
             continue
         out.append(_LATEX_SPECIAL.get(text[i], text[i]))
+        if text[i] == "_":
+            out.append(r"\allowbreak{}")
         i += 1
     return "".join(out)
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs `table` float: caption, label, a rule between reported and measured rows,
-    footnotes under the tabular (needs `\\usepackage{booktabs}`)."""
+def to_latex(table: Table, float_env: str = "table") -> str:
+    """A booktabs float: caption, label, a rule between reported and measured rows,
+    footnotes under the tabular. Needs `\\usepackage{booktabs,graphicx}`.
+
+    The tabular is scaled down to `\\linewidth` only when it is wider, so the same file fits
+    a one-column page, a two-column `\\columnwidth`, or (with `float_env="table*"`) the
+    full width of a two-column page. Footnotes are paragraphs, not `\\\\` lines: a note
+    starting with "[1]" after `\\\\` would be read as a length.
+    """
+    if float_env not in ("table", "table*"):
+        raise WsolbenchError(f"float_env must be table or table*, got {float_env!r}")
     cells = table.cells
-    align = "lllc" + "c" * len(table.spec.columns) + "l"
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+    # The protocol/source column wraps (ragged, 3.4 cm): rows end in \tabularnewline, as
+    # \raggedright redefines \\.
+    align = "lllc" + "c" * len(table.spec.columns) + "p{3.4cm}"
+    lines = [rf"\begin{{{float_env}}}[t]", r"\centering", r"\small",
              rf"\caption{{{latex_escape(table.caption)}}}",
              rf"\label{{tab:wsolbench-table{table.spec.number}}}",
+             r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
              rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(latex_escape(c) for c in cells.columns) + r" \\", r"\midrule"]
+             _latex_row(cells.columns), r"\midrule"]
     for i, row in enumerate(cells.itertuples(index=False)):
         if i == table.n_reported and 0 < i:
             lines.append(r"\midrule")
-        lines.append(" & ".join(latex_escape(str(v)) for v in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        lines.append(_latex_row(row))
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.footnotes:
-        lines.append(r"\par\smallskip\footnotesize")
-        lines += [latex_escape(note) + r"\\" for note in table.footnotes]
-    lines.append(r"\end{table}")
+        lines += [r"\par\smallskip\footnotesize\raggedright"]
+        lines += [latex_escape(note) + r"\par" for note in table.footnotes]
+    lines.append(rf"\end{{{float_env}}}")
     return "\n".join(lines) + "\n"
+
+
+def _latex_row(values) -> str:
+    texts = [latex_escape(str(v)) for v in values]
+    texts[-1] = r"\raggedright " + texts[-1]
+    return " & ".join(texts) + r" \tabularnewline"
 
 
 def to_markdown(table: Table) -> str:
@@ -310,7 +342,7 @@ def to_markdown(table: Table) -> str:
     def row(values) -> str:
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
-    lines = [f"**{table.caption}**", "", row(cells.columns),
+    lines = [f"**Table {table.spec.number}: {table.caption}**", "", row(cells.columns),
              row(["---"] * len(cells.columns))]
     lines += [row(r) for r in cells.itertuples(index=False)]
     lines += [""] + [f"- {note}" for note in table.footnotes]
