@@ -244,3 +244,27 @@ def test_pretrained_file_is_hashed_and_a_wrong_sha256_refused(tmp_path, tiny_syn
     results = run(options(tmp_path, tiny_synth_dir, pretrained=weights, baselines=False,
                           pretrained_sha256=sha256_file(weights)), tracker=NullTracker())
     assert results["pretrained"]["sha256"] == sha256_file(weights)
+
+
+@pytest.mark.slow
+def test_log_to_a_file_has_one_line_per_epoch_and_no_progress_bars(tmp_path, tiny_synth,
+                                                                    tiny_synth_dir):
+    """Under a batch system or Snakemake stderr is a file: a line per epoch, no `\\r` bars
+    (tqdm is *not* disabled here), rounded thresholds in the summary."""
+    data_sets = [a for k, v in TINY_SYNTH.items() for a in ("--data-set", f"{k}={v}")]
+    done = subprocess.run(
+        [sys.executable, "-m", "wsolbench", "run", "--method", "cam", "--dataset", "synth-cub",
+         "--data-root", str(tiny_synth_dir), "--results-dir", str(tmp_path), *data_sets,
+         "--epochs", "2", *[a for k, v in FAST.items() if k != "epochs"
+                            for a in ("--set", f"{k}={v}")],
+         "--no-mlflow", "--no-baselines", "--box-step", "0.01", "--eval-workers", "2"],
+        capture_output=True, text=True, timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr and "\r" not in done.stdout
+    epoch_lines = [line for line in done.stderr.splitlines() if " epoch " in line]
+    assert len(epoch_lines) == 2, done.stderr
+    assert "train epoch 1/2: loss" in epoch_lines[0] and "lr 0.003" in epoch_lines[0]
+    assert "stage train: weight decay on" in done.stderr
+    tau = done.stdout.split("fair tau=")[1].split(" ")[0]
+    assert len(tau) <= 6, tau  # 0.82, never 0.8200000000000001

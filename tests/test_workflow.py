@@ -109,6 +109,20 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     artifacts = [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "tables")]
     assert "tables/table1.tex" in artifacts
 
+    # Every file a rule writes is declared; the Snakemake report holds tables, statistics and
+    # figures with their captions.
+    for name in ("runs.csv", "bootstrap.csv", "table1.html"):
+        assert (results / "tables" / name).stat().st_size > 0
+    report = snakemake("--report", str(results / "report.html"), "--configfile",
+                       str(tmp_path / "tiny.yaml"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "WARNING" not in report.stderr
+    html = (results / "report.html").read_text()
+    for needle in ("table1.html", "table3.html", "statistics.csv", "bootstrap.csv",
+                   "boxacc_curves.png", "Paired bootstrap over test images",
+                   "Table 1 of the TRT paper"):
+        assert needle in html, needle
+
     # Incremental: nothing left to do; a deleted table is rebuilt without retraining.
     again = snakemake("-n", "--cores", "2", "all", "--configfile", str(tmp_path / "tiny.yaml"),
                       cwd=tmp_path)
@@ -117,3 +131,42 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     again = snakemake("-n", "--cores", "2", "all", "--configfile", str(tmp_path / "tiny.yaml"),
                       cwd=tmp_path)
     assert "rule run:" not in again.stdout and "rule tables:" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_run_job_is_redone_by_the_plain_command(tmp_path):
+    """Snakemake killed hard mid-job (OOM killer, a node lost) leaves incomplete markers. After
+    `--unlock` (Snakemake's own step for a lock left by a kill), the plain command redoes the
+    job: the default workflow profile sets rerun-incomplete. Without that profile the same
+    command stops with IncompleteFilesException (checked too, so this test can fail)."""
+    import signal
+    import time
+
+    results = tmp_path / "results"
+    config = tiny_config(results)
+    config["methods"] = {"cam": config["methods"]["cam"]}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    target = str(results / "runs/synth-cub/cam/0/results.json")
+    args = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", target,
+            "--configfile", str(tmp_path / "tiny.yaml")]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                           start_new_session=True)
+    # Killed once the job has written some of its outputs (predictions come before
+    # results.json): those files exist and are marked incomplete.
+    partial = results / "runs/synth-cub/cam/0/predictions_test.npz"
+    deadline = time.monotonic() + 300
+    while not partial.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    assert partial.exists() and job.poll() is None, "the run job never got that far"
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert list((tmp_path / ".snakemake/incomplete").iterdir())  # really left incomplete
+    unlock = subprocess.run([*args, "--unlock"], capture_output=True, text=True, env=ENV)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+
+    without = subprocess.run([*args, "--workflow-profile", "none"], capture_output=True,
+                             text=True, env=ENV)
+    assert "IncompleteFilesException" in without.stdout + without.stderr
+    plain = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert json.loads(Path(target).read_text())["method"] == "cam"

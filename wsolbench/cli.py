@@ -395,8 +395,8 @@ def _print_summary(results: dict, results_dir: Path) -> None:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     click.echo("")
     click.echo(f"{results['method']} on {results['dataset']} (seed {results['seed']}), "
-               f"test split, % — paper protocol at tau={results['config']['cam_threshold']}, "
-               f"fair tau={results['metrics']['fair']['cam_threshold']} (chosen on "
+               f"test split, % — paper protocol at tau={results['config']['cam_threshold']:.4g}, "
+               f"fair tau={results['metrics']['fair']['cam_threshold']:.4g} (chosen on "
                "train-fullsup), MaxBoxAccV2 as wsolevaluation")
     click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in rows:
@@ -417,9 +417,25 @@ def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _configure_logging() -> None:
+    """wsolbench's own log lines (one per epoch, stage and selection) on stderr, stamped,
+    whether or not stderr is a terminal; other libraries keep their own settings."""
+    import logging
+
+    log = logging.getLogger("wsolbench")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s wsolbench: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _configure_logging()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

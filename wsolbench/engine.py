@@ -421,7 +421,8 @@ def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.devi
     memory_format = _memory_format(method, speed, device)
     method.to(device=device, memory_format=memory_format).eval()
     maps, logits = [], []
-    for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+                                  disable=None):  # a bar on a terminal, never in a log file
         with speed.autocast(device):
             images = images.to(device, memory_format=memory_format)
             labels = labels.to(device)

@@ -20,11 +20,13 @@ from wsolbench.protocol import EvalBatch, Protocol
 
 def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Sequence[np.ndarray],
              logits: np.ndarray | None = None, chunk: int = 256,
-             desc: str = "evaluate", workers: int = 1) -> None:
+             desc: str = "evaluate", workers: int = 1, progress: bool = True) -> None:
     """Feed `(records, maps, logits)` to every protocol in chunks (protocols accumulate).
 
     With `workers > 1` the images are split into shards evaluated in separate processes
     and merged through `Protocol.merge`, which gives exactly the single-process counters.
+    `progress`: a progress bar on a terminal (never in a log file; shards draw none, so two
+    bars never interleave).
     """
     if len(records) != len(maps):
         raise WsolbenchError(f"{len(records)} records but {len(maps)} maps")
@@ -32,7 +34,8 @@ def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Seq
         _evaluate_sharded(protocols, records, maps, logits, chunk, workers)
         return
     want_masks = any(p.needs_masks for p in protocols)
-    for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True):
+    for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True,
+                      disable=None if progress else True):  # None: only on a terminal
         part = records[start:start + chunk]
         batch = EvalBatch(
             image_ids=[r.image_id for r in part], maps=list(maps[start:start + chunk]),
@@ -50,7 +53,7 @@ def _evaluate_shard(args) -> list[Protocol]:
     protocols, records, maps, logits, chunk = args
     for protocol in protocols:
         protocol.reset()
-    evaluate(protocols, records, maps, logits, chunk, desc="shard")
+    evaluate(protocols, records, maps, logits, chunk, progress=False)
     return protocols
 
 

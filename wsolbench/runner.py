@@ -310,6 +310,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
         def log_epoch(row: dict[str, Any]) -> None:
             step = len(history_rows) + 1
             history_rows.append(row)
+            logger.info(epoch_line(row, method.stage_config(row["stage"]).epochs))
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
             if opts.eval_every and step % opts.eval_every == 0:
                 # Held-out monitoring only: train-fullsup, never test.
@@ -354,6 +355,15 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
             tracker.log_artifact(path)
         results["mlflow_run_id"] = tracker.run_id
     return results
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """One readable line per epoch for logs (a batch system's file, Snakemake's log)."""
+    line = (f"{row['stage']} epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, "
+            f"train acc {row['train_acc']:.1f} %, lr {row['lr']:.3g}, {row['seconds']:.1f} s")
+    if "selection_score" in row:
+        line += f", selection Top-1 Loc {row['selection_score']:.2f}"
+    return line
 
 
 def heldout_check(method, data, opts: RunOptions, device, speed) -> dict[str, float]:

@@ -335,6 +335,17 @@ def _latex_row(values) -> str:
     return " & ".join(texts) + r" \tabularnewline"
 
 
+def to_html(table: Table) -> str:
+    """A standalone HTML fragment (caption, table, footnotes): what the Snakemake report
+    embeds. Cells are escaped by pandas; nothing else is styled."""
+    import html
+
+    body = table.cells.to_html(index=False, border=0, classes="wsolbench-table")
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in table.footnotes)
+    return (f"<p><b>Table {table.spec.number}: {html.escape(table.caption)}</b></p>\n{body}\n"
+            f"<ul>{notes}</ul>\n")
+
+
 def to_markdown(table: Table) -> str:
     """GitHub Markdown: caption, a pipe table, footnotes."""
     cells = table.cells

@@ -89,12 +89,19 @@ def all_run_files(datasets=None, name="results.json"):
             for s in SEEDS]
 
 
-def table_files():
-    return [f"{RESULTS}/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("tex", "csv", "md")]
+def table_files(exts=("tex", "csv", "md")):
+    return [f"{RESULTS}/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in exts]
+
+
+def reported(path, caption, category, subcategory=None):
+    """An output shown in `snakemake --report` with its caption (workflow/report/*.rst)."""
+    return report(path, caption=f"../report/{caption}.rst", category=category,
+                  subcategory=subcategory)
 
 
 FIGURE_NAMES = ["qualitative.png", "qualitative.pdf", "boxacc_curves.png",
                 "boxacc_curves.pdf", "errors.png", "errors.pdf", "errors.csv"]
+REPORTED_FIGURES = ("qualitative.png", "boxacc_curves.png", "errors.png")  # in the report
 
 
 def figure_files():

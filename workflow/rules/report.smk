@@ -9,7 +9,11 @@ rule tables:
         reported=REPORTED,
     output:
         table_files(),
-        statistics=f"{RESULTS}/tables/statistics.csv",
+        html=[reported(f"{RESULTS}/tables/table{n}.html", f"table{n}", "Tables")
+              for n in (1, 2, 3)],
+        statistics=reported(f"{RESULTS}/tables/statistics.csv", "statistics", "Statistics and tests"),
+        bootstrap=reported(f"{RESULTS}/tables/bootstrap.csv", "bootstrap", "Statistics and tests"),
+        runs=reported(f"{RESULTS}/tables/runs.csv", "runs", "Statistics and tests"),
     log:
         f"{RESULTS}/logs/tables.log",
     params:
@@ -35,7 +39,9 @@ rule figures:
         lambda wc: [run_file(wc.dataset, m, s, n) for m in METHODS for s in SEEDS
                     for n in ("results.json", "per_image_test.csv", "predictions_test.npz")],
     output:
-        [f"{RESULTS}/figures/{{dataset}}/{name}" for name in FIGURE_NAMES],
+        [reported(f"{RESULTS}/figures/{{dataset}}/{name}", name.removesuffix(".png"), "Figures",
+                  "{dataset}") if name in REPORTED_FIGURES
+         else f"{RESULTS}/figures/{{dataset}}/{name}" for name in FIGURE_NAMES],
     log:
         f"{RESULTS}/logs/figures/{{dataset}}.log",
     params:
