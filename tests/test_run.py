@@ -214,21 +214,6 @@ def test_synth_imagenet_run_end_to_end(tmp_path):
     assert {"top1_loc", "top5_loc", "gt_known_loc"} <= set(test["paper"])
 
 
-def test_trt_stages_are_nested_mlflow_runs(tmp_path, tiny_synth, tiny_synth_dir):
-    import mlflow
-
-    from wsolbench.tracking import MLflowTracker
-
-    tracker = MLflowTracker("synth-cub", tmp_path)
-    results = run(options(tmp_path, tiny_synth_dir, method="trt", baselines=False,
-                          overrides={**VIT_FAST, "stage2_epochs": "1"}), tracker)
-    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
-    children = client.search_runs(
-        [tracker.experiment_id], f"tags.mlflow.parentRunId = '{results['mlflow_run_id']}'")
-    assert sorted(r.info.run_name for r in children) == ["cam", "tpsm"]
-    assert all("loss" in r.data.metrics and r.info.status == "FINISHED" for r in children)
-
-
 def test_pretrained_file_is_hashed_and_a_wrong_sha256_refused(tmp_path, tiny_synth,
                                                              tiny_synth_dir):
     from wsolbench.errors import WsolbenchError

@@ -20,6 +20,7 @@ def _writer(args: tuple[str, int]) -> str:
     with tracker.run(f"writer-{index}"):
         tracker.set_tags({"writer": str(index)})
         tracker.log_params({"index": index, "config.lr": 0.001 * index})
+        tracker.start_stage("tpsm", 0, {"epochs": N_EPOCHS}, {"writer": str(index)})
         for epoch in range(1, N_EPOCHS + 1):
             tracker.log_metrics({"train/loss": 1.0 / epoch + index}, step=epoch)
             tracker.log_stage_metrics("tpsm", {"loss": float(epoch)}, step=epoch)
@@ -52,4 +53,5 @@ def test_eight_concurrent_writers_on_a_fresh_store(tmp_path):
     assert len(children) == N_WRITERS
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == set(run_ids)
     for child in children:
-        assert len(client.get_metric_history(child.info.run_id, "loss")) == N_EPOCHS
+        assert len(client.get_metric_history(child.info.run_id, "train/loss")) == N_EPOCHS
+        assert child.info.run_name == f"writer-{child.data.tags['writer']}/stage1-tpsm"

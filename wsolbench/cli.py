@@ -373,11 +373,63 @@ def summary(results_dir, files, name, json_out) -> None:
 
     if not files:
         raise click.UsageError("give the table and figure files to log")
-    run_id = log_summary_run(results_dir, list(files), {"n_files": len(files)}, name)
+    run_ids = _summarized_run_ids(list(files), results_dir)
+    run_id = log_summary_run(results_dir, list(files), {"n_files": len(files)}, name,
+                             run_ids=run_ids)
     if json_out:
         atomic_write_json(json_out, {"mlflow_run_id": run_id, "experiment": "summary",
                                      "files": [str(f) for f in files]})
     click.echo(f"logged {len(files)} files to MLflow run {run_id} (experiment 'summary')")
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="The folder holding mlflow.db (and mlartifacts/).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+def ui(results_dir, host, port) -> None:
+    """Open the MLflow UI on RESULTS_DIR's store, on the training runs.
+
+    Re-points artifact folders if RESULTS_DIR was moved, tags every experiment as model
+    training, prints each experiment's runs-table URL (in the UI's "Model training" mode)
+    and starts `mlflow ui` lean: one worker, no background job runners (about 0.5 GB
+    instead of ~3 GB).
+    """
+    from wsolbench.tracking import (MODEL_TRAINING_QUERY, default_tracking_uri,
+                                    prepare_store_for_ui)
+
+    if not (results_dir / "mlflow.db").is_file():
+        raise WsolbenchError(f"{results_dir / 'mlflow.db'}: no MLflow store there yet "
+                             "(`wsolbench run` creates it)")
+    experiments = prepare_store_for_ui(results_dir)
+    url = f"http://{host}:{port}"
+    click.echo(f"MLflow UI at {url}; the runs of each experiment:")
+    for experiment_id, name in experiments:
+        if name != "Default":  # MLflow's own, always empty here
+            # The query selects the UI's "Model training" mode: MLflow 3 opens in its GenAI
+            # mode otherwise (a per-browser setting no server option or tag changes).
+            click.echo(f"  {name}: {url}/#/experiments/{experiment_id}"
+                       f"?{MODEL_TRAINING_QUERY}")
+    sys.stdout.flush()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    os.execvpe(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+                                default_tracking_uri(results_dir), "--workers", "1",
+                                "--host", host, "--port", str(port)], env)
+
+
+def _summarized_run_ids(files: list[Path], results_dir: Path) -> list[str]:
+    """MLflow ids of the runs behind the tables: the `mlflow_run_id` column of `runs.csv`
+    (one of FILES, else RESULTS_DIR/tables/runs.csv); none when it is missing."""
+    import pandas as pd
+
+    candidates = [f for f in files if Path(f).name == "runs.csv"]
+    path = Path(candidates[0]) if candidates else Path(results_dir) / "tables" / "runs.csv"
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    if "mlflow_run_id" not in frame:
+        return []
+    return sorted({str(v) for v in frame["mlflow_run_id"].dropna()})
 
 
 def _scalars(metrics: dict) -> dict[str, float]:

@@ -256,7 +256,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     from wsolbench.engine import Speed, resolve_device, set_deterministic, train
     from wsolbench.figures import localization_grid
     from wsolbench.method import read_state_dict, sha256_file
-    from wsolbench.tracking import MLflowTracker, NullTracker
+    from wsolbench.tracking import MLflowTracker, NullTracker, mlflow_metrics
 
     device = resolve_device(device_for(ctx, opts.device))
     speed = Speed(precision=opts.precision, compile=opts.compile)
@@ -300,30 +300,41 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
         tracker = NullTracker()
     tracker = tracker or (MLflowTracker(data.name, opts.results_dir) if opts.mlflow
                           else NullTracker())
+    multi_stage = len(method.stages()) > 1
     with tracker.run(f"{opts.method}-seed{opts.seed}"):
-        tracker.set_tags({"method": opts.method, "dataset": data.name, "seed": str(opts.seed),
-                          "preset": preset, "select_checkpoint": opts.select_checkpoint,
-                          **({"selection_warning": TEST_SELECTION_NOTE}
-                             if opts.select_checkpoint == "test" else {})})
+        tags = {"method": opts.method, "dataset": data.name, "seed": str(opts.seed),
+                "preset": preset, "select_checkpoint": opts.select_checkpoint,
+                **({"selection_warning": TEST_SELECTION_NOTE}
+                   if opts.select_checkpoint == "test" else {})}
+        tracker.set_tags({**tags, **git_tags(resolved["git_commit"])})
         tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "versions"}))
 
         def log_epoch(row: dict[str, Any]) -> None:
             step = len(history_rows) + 1
             history_rows.append(row)
             logger.info(epoch_line(row, method.stage_config(row["stage"]).epochs))
-            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            scalars = {k: v for k, v in row.items()
+                       if isinstance(v, (int, float)) and k != "epoch"}
             if opts.eval_every and step % opts.eval_every == 0:
                 # Held-out monitoring only: train-fullsup, never test.
                 scalars.update(heldout_check(method, data, opts, device, speed))
                 row.update({k: v for k, v in scalars.items() if k.startswith("fullsup_")})
-            tracker.log_metrics({f"train/{k}": v for k, v in scalars.items()}, step=step)
-            if len(method.stages()) > 1:  # TRT: one nested run per training stage
+            # Step = the stage's own epoch; a multi-stage method's curves are named per
+            # stage (train/<stage>/loss), so two stages never join into one line.
+            prefix = f"train/{row['stage']}" if multi_stage else "train"
+            tracker.log_metrics({f"{prefix}/{k}": v for k, v in scalars.items()},
+                                step=int(row["epoch"]))
+            if multi_stage:  # TRT: each stage's curves in its own nested run too
                 tracker.log_stage_metrics(row["stage"], scalars, step=int(row["epoch"]))
 
         def log_stage(stage: str, counts: dict[str, int]) -> None:
             logger.info("stage %s: weight decay on %d tensors, %d exempt", stage,
                         counts["decayed_tensors"], counts["exempt_tensors"])
             tracker.log_params({f"optimizer.{stage}.{k}": v for k, v in counts.items()})
+            if multi_stage:
+                tracker.start_stage(stage, method.stages().index(stage),
+                                    {**flatten(method.stage_config(stage)),
+                                     **{f"optimizer.{k}": v for k, v in counts.items()}}, tags)
 
         history_rows: list[dict[str, Any]] = []
         t_train = time.perf_counter()
@@ -345,16 +356,27 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                 "selected_epochs": state.selected},
                    "metrics": metrics,
                    "timings": {"train_s": train_seconds, "evaluate_s": eval_seconds,
-                               "total_s": time.perf_counter() - t_start}}
+                               "total_s": time.perf_counter() - t_start},
+                   "mlflow_run_id": tracker.run_id}
         atomic_write_json(run_dir / "results.json", results)
         grid = localization_grid(data.test[:GRID_IMAGES], preds["test"].maps[:GRID_IMAGES],
                                  run_dir / "grid.png", cfg.cam_threshold,
                                  f"{opts.method} on {data.name}, seed {opts.seed}")
-        tracker.log_metrics(flat_metrics(metrics))
+        quality, chosen_taus = mlflow_metrics(flat_metrics(metrics))
+        tracker.log_metrics(quality)
+        tracker.log_params(chosen_taus)
         for path in (run_dir / "config.json", run_dir / "results.json", grid):
             tracker.log_artifact(path)
-        results["mlflow_run_id"] = tracker.run_id
     return results
+
+
+def git_tags(commit: str | None) -> dict[str, str]:
+    """MLflow's source-commit tag, set from this checkout (MLflow guesses it from the entry
+    script, which a console script in a venv outside the checkout defeats)."""
+    if not commit:
+        return {}
+    return {"mlflow.source.git.commit": commit.removesuffix("-dirty"),
+            "wsolbench.git_dirty": str(commit.endswith("-dirty")).lower()}
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

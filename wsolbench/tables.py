@@ -120,7 +120,8 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                 base = {"dataset": dataset, "method": method, "seed": seed,
                         "backbone": _backbone(results["config"]),
                         "input": int(results["config"]["image_size"]),
-                        "selection": results.get("select_checkpoint", "last")}
+                        "selection": results.get("select_checkpoint", "last"),
+                        "mlflow_run_id": results.get("mlflow_run_id")}
                 rows += [{**base, **n} for n in numbers]
     return pd.DataFrame(rows)
 

@@ -1,8 +1,13 @@
 """Experiment tracking: MLflow (SQLite store under `results/`) or a null tracker for tests.
 
 One MLflow run per `wsolbench run`, in an experiment named after the dataset. Params are the
-resolved config flattened to dotted keys; metrics use `split/name` keys (valid MLflow keys).
-Browse with: `mlflow ui --backend-store-uri sqlite:///results/mlflow.db --workers 1`.
+resolved config flattened to dotted keys; metrics are model quality and training curves only
+(`split/protocol/name`, see `mlflow_metrics`); bookkeeping stays in the `results.json`
+artifact and chosen thresholds become params. Every experiment is tagged as a model-training
+experiment, so MLflow 3's UI opens it on the runs table, not its GenAI traces view. Artifact
+folders are relative to the store: `relocate_store` re-points them after `results/` moved.
+Browse with `wsolbench ui` (or `mlflow ui --backend-store-uri sqlite:///results/mlflow.db
+--workers 1`).
 
 Parallel jobs (`snakemake --cores 8`) share one SQLite store. SQLite allows one writer at a
 time and MLflow's first connection creates the schema, which two processes must not do at
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,87 @@ def metric_key(name: str) -> str:
 
 def default_tracking_uri(results_dir: Path) -> str:
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+# MLflow 3 opens an experiment without this tag in its GenAI (traces) view; this value is the
+# one its "Model training" toggle writes.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3's UI reads its mode (GenAI or model training) from this query parameter, else
+# from the browser's local storage (default GenAI); the experimentKind tag does not switch it.
+MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+ARTIFACTS_DIR = "mlartifacts"
+# Evaluation bookkeeping, kept out of the metrics (it is in results.json).
+_BOOKKEEPING = {"n_images", "cam_curve_interval", "best_threshold_index", "n_tied_best_indices"}
+_PER_IOU = re.compile(r"per_iou/(\d+)(?:/(?:max_acc|acc))?$")
+
+
+def mlflow_metrics(flat: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Split a run's flat numbers into MLflow metrics (quality) and params (chosen taus).
+
+    One name per quantity: the fair transfer's BoxAccV2 is `fair/maxboxacc_v2/...` like the
+    test split's; a per-IoU accuracy is `.../iou30`; baselines sit under `test/baselines/`.
+    Chosen thresholds become `tau/...` params; bookkeeping is dropped (results.json has it).
+    """
+    metrics, params = {}, {}
+    for key, value in flat.items():
+        leaf = key.rsplit("/", 1)[-1]
+        if leaf in _BOOKKEEPING:
+            continue
+        key = key.replace("fair/boxacc_v2/", "fair/maxboxacc_v2/")
+        key = _PER_IOU.sub(r"iou\1", key)
+        if key.startswith("baselines/"):
+            key = "test/" + key
+        if "threshold" in leaf:
+            params["tau/" + key.removesuffix("/threshold")] = value
+        else:
+            metrics[key] = value
+    return metrics, params
+
+
+def relocate_store(results_dir: Path) -> int:
+    """Point every experiment's and run's artifact folder at `<results_dir>/mlartifacts`.
+
+    MLflow stores absolute artifact URIs; after `results/` is copied or moved they point at
+    the old place and the UI shows no artifacts. Locations under a `mlartifacts/` folder are
+    re-rooted here (others are left alone). Returns the number of rows changed. No MLflow
+    API changes an artifact location, so this updates the SQLite store itself, under the
+    store's lock.
+    """
+    db = Path(results_dir) / "mlflow.db"
+    if not db.is_file():
+        return 0
+    root = (Path(results_dir) / ARTIFACTS_DIR).resolve().as_uri()
+    marker = f"/{ARTIFACTS_DIR}/"
+    changed = 0
+    with file_lock(Path(results_dir) / "mlflow.db.lock"), sqlite3.connect(db) as con:
+        for table, column, key in (("experiments", "artifact_location", "experiment_id"),
+                                   ("runs", "artifact_uri", "run_uuid")):
+            rows = con.execute(f"SELECT {key}, {column} FROM {table}").fetchall()
+            for row_key, uri in rows:
+                if not uri or marker not in uri:
+                    continue
+                new = root + "/" + uri.split(marker, 1)[1]
+                if new != uri:
+                    con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                                (new, row_key))
+                    changed += 1
+    return changed
+
+
+def prepare_store_for_ui(results_dir: Path) -> list[tuple[str, str]]:
+    """Relocate artifact folders and tag every experiment as model training, so the UI
+    lists runs and their artifacts; returns `(experiment id, name)` pairs."""
+    import mlflow
+
+    relocate_store(Path(results_dir))
+    client = mlflow.MlflowClient(default_tracking_uri(Path(results_dir)))
+    out = []
+    with file_lock(Path(results_dir) / "mlflow.db.lock"):
+        for experiment in client.search_experiments():
+            if experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+                client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND_TAG)
+            out.append((experiment.experiment_id, experiment.name))
+    return out
 
 
 class NullTracker:
@@ -50,6 +137,9 @@ class NullTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
+    def start_stage(self, stage: str, index: int, params: dict[str, Any],
+                    tags: dict[str, str]) -> None: ...
+
     def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None: ...
 
 
@@ -65,12 +155,19 @@ class MLflowTracker:
         self._lock_path = Path(results_dir) / "mlflow.db.lock"
         self.uri = tracking_uri or default_tracking_uri(Path(results_dir))
         mlflow.set_tracking_uri(self.uri)
+        relocate_store(Path(results_dir))  # a moved results/ keeps writing next to itself
         with self._locked():  # schema creation and experiment creation: one process at a time
-            if mlflow.get_experiment_by_name(experiment) is None:
-                artifacts = (Path(results_dir) / "mlartifacts" / experiment).resolve()
-                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = (Path(results_dir) / ARTIFACTS_DIR / experiment).resolve()
+                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri(),
+                                         tags=dict([EXPERIMENT_KIND_TAG]))
+            elif found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+                mlflow.MlflowClient(self.uri).set_experiment_tag(found.experiment_id,
+                                                                 *EXPERIMENT_KIND_TAG)
             self.experiment_id = mlflow.set_experiment(experiment).experiment_id
         self.run_id: str | None = None
+        self.run_name: str | None = None
         self._children: dict[str, str] = {}
 
     def _locked(self):
@@ -81,6 +178,7 @@ class MLflowTracker:
         with self._locked():
             active = self._mlflow.start_run(run_name=name, nested=nested)
         previous, self.run_id = self.run_id, active.info.run_id
+        previous_name, self.run_name = self.run_name, name
         status = "FAILED"
         try:
             yield self
@@ -92,7 +190,7 @@ class MLflowTracker:
                     client.set_terminated(child, status)
                 self._children.clear()
                 self._mlflow.end_run(status)
-            self.run_id = previous
+            self.run_id, self.run_name = previous, previous_name
 
     def log_params(self, params: dict[str, Any]) -> None:
         clean = {metric_key(k): str(v)[:6000] for k, v in params.items()}
@@ -112,27 +210,42 @@ class MLflowTracker:
         with self._locked():
             self._mlflow.set_tags(tags)
 
-    def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None:
-        """Log into a nested run named after a training stage (created on first use)."""
+    def start_stage(self, stage: str, index: int, params: dict[str, Any],
+                    tags: dict[str, str]) -> None:
+        """A nested run `<run>/stage<i>-<stage>` for one training stage, with its recipe as
+        params and the parent's tags (closed with the parent run)."""
         with self._locked():
             client = self._mlflow.MlflowClient(self.uri)
-            if stage not in self._children:
-                child = client.create_run(self.experiment_id, run_name=stage, tags={
-                    "mlflow.parentRunId": self.run_id or "", "stage": stage})
-                self._children[stage] = child.info.run_id
+            if stage in self._children:
+                return
+            child = client.create_run(
+                self.experiment_id, run_name=f"{self.run_name}/stage{index + 1}-{stage}",
+                tags={**tags, "mlflow.parentRunId": self.run_id or "", "stage": stage})
+            self._children[stage] = child.info.run_id
+            for key, value in params.items():
+                client.log_param(child.info.run_id, metric_key(key), str(value)[:6000])
+
+    def log_stage_metrics(self, stage: str, metrics: dict[str, float], step: int) -> None:
+        """Log `train/<name>` metrics into the stage's nested run (`start_stage` first)."""
+        with self._locked():
+            client = self._mlflow.MlflowClient(self.uri)
             for key, value in metrics.items():
-                client.log_metric(self._children[stage], metric_key(key), float(value),
-                                  step=step)
+                client.log_metric(self._children[stage], metric_key(f"train/{key}"),
+                                  float(value), step=step)
 
 
 def log_summary_run(results_dir: Path, files: list[Path], params: dict[str, Any],
-                    name: str = "tables-and-figures", experiment: str = "summary") -> str:
+                    name: str = "tables-and-figures", experiment: str = "summary",
+                    run_ids: list[str] = ()) -> str:
     """One MLflow run holding the tables and figures as artifacts (folders kept: `tables/`,
-    `figures/<dataset>/`); returns its run id."""
+    `figures/<dataset>/`), tagged with the ids of the runs it summarizes; returns its id."""
     tracker = MLflowTracker(experiment, Path(results_dir))
     root = Path(results_dir).resolve()
     with tracker.run(name):
         tracker.log_params(params)
+        ids = sorted(set(run_ids))
+        tracker.set_tags({"wsolbench.summarized_runs": ",".join(ids),
+                          "wsolbench.summarized_run_count": str(len(ids))})
         for path in files:
             path = Path(path).resolve()
             try:

@@ -63,6 +63,7 @@ rule summary:
     input:
         tables=table_files(),
         statistics=f"{RESULTS}/tables/statistics.csv",
+        runs=f"{RESULTS}/tables/runs.csv",
         figures=figure_files(),
     output:
         f"{RESULTS}/summary.json",
