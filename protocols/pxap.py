@@ -1,11 +1,12 @@
 """PxAP: pixel average precision of score maps against GT masks (Choe et al., CVPR 2020),
-as wsolevaluation's `MaskEvaluator` computes it (shared/spec/protocols.md §4).
+as wsolevaluation's `MaskEvaluator` computes it (docs/evaluate-maps.md).
 
-Score maps are built like MaxBoxAcc's (float64 bicubic to 224, guarded min-max). Masks are
-resized to 224 with nearest neighbour, foreground = value > 0.5. Histograms of foreground and
-background scores are pooled over all pixels of the split with bin edges = the tau grid
-followed by 1, 2, 3; reverse cumulative sums give TP/FP per threshold; PxAP is the
-right-endpoint sum of precision x recall increments (entries with TP + FP = 0 skipped).
+Score maps are built like MaxBoxAcc's (float64 bicubic to 224, guarded min-max). Each
+instance mask is resized to 224 with nearest neighbour, foreground = value > 0.5, their union
+is the object; the ignore region (OpenImages) minus the object is left out of both
+histograms. Histograms of foreground and background scores are pooled over all pixels of the
+split with bin edges = the tau grid followed by 1, 2, 3; reverse cumulative sums give TP/FP
+per threshold; PxAP is the right-endpoint sum of precision x recall increments (entries with TP + FP = 0 skipped).
 PIoU (peak pixel IoU, TPAMI) is computed from the same histograms.
 """
 
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
-from wsolbench.boxes import threshold_grid
 from wsolbench.errors import WsolbenchError
 from wsolbench.postprocess import check_scoremap, scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch, Protocol
+from wsolbench.thresholds import threshold_grid
 
 
 class PxAP(Protocol):
@@ -50,10 +50,10 @@ class PxAP(Protocol):
                 check_scoremap(score, s)
             else:
                 score = scoremap_wsolevaluation(np.asarray(raw), s)
-            gt = cv2.resize(np.asarray(mask, dtype=np.float32), (s, s),
-                            interpolation=cv2.INTER_NEAREST) > 0.5
-            self.state["fg_hist"] += np.histogram(score[gt], bins=self.edges)[0]
-            self.state["bg_hist"] += np.histogram(score[~gt], bins=self.edges)[0]
+            foreground, ignore = mask.at(s)
+            self.state["fg_hist"] += np.histogram(score[foreground], bins=self.edges)[0]
+            self.state["bg_hist"] += np.histogram(score[~foreground & ~ignore],
+                                                  bins=self.edges)[0]
 
     def _compute(self) -> dict[str, Any]:
         tp = np.cumsum(self.state["fg_hist"][::-1])  # thresholds 2, 1, 1-b, ..., 0

@@ -22,7 +22,7 @@ def _run_cli(results_dir, data_dir, *extra):
             *[x for k, v in TINY_SYNTH.items() for x in ("--data-set", f"{k}={v}")],
             "--epochs", "2", "--batch-size", "12", "--set", "image_size=32",
             "--set", "resize_size=36", "--set", "drop_path=0", "--no-mlflow", "--no-baselines",
-            "--box-step", "0.01", "--eval-workers", "1", "--threads", "1",
+            "--cam-curve-interval", "0.01", "--eval-workers", "1", "--threads", "1",
             "--results-dir", str(results_dir), *extra]
     done = subprocess.run([sys.executable, "-m", "wsolbench", *args], capture_output=True,
                           text=True, env=ENV, timeout=600)
@@ -48,7 +48,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_synth, tiny_synth_di
             maps, logits = saved["maps"], saved["logits"]
 
         method, _ = build_method("tscam", None, "synth-cub", {"image_size": "32"}, 3)
-        opts = RunOptions(method="tscam", dataset="synth-cub", box_step=0.01, eval_workers=1)
+        opts = RunOptions(method="tscam", dataset="synth-cub", cam_curve_interval=0.01, eval_workers=1)
         protocols = evaluate_split(tiny_synth.test, Preds, method.config, opts)
     for name in ("paper", "maxboxacc_v2", "maxboxacc", "classification"):
         expected = {k: v for k, v in protocols[name].compute().items() if k != "params"}

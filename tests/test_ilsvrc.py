@@ -151,7 +151,7 @@ def test_synth_imagenet_layout_and_multi_instance(tmp_path):
     assert len(data.train) == 12 and len(data.test) == 36 and len(data.fullsup) == 6
     assert any(len(r.boxes) > 1 for r in data.test)
     for r in data.test:
-        mask = np.asarray(Image.open(r.mask_path)) > 0
+        mask = np.asarray(Image.open(r.mask_paths[0])) > 0
         ys, xs = np.nonzero(mask)
         union = r.boxes.min(0)[:2].tolist() + r.boxes.max(0)[2:].tolist()
         assert union == [xs.min(), ys.min(), xs.max(), ys.max()]

@@ -28,7 +28,7 @@ def trt_store(tmp_path_factory, tiny_synth, tiny_synth_dir):
     results = tmp_path_factory.mktemp("store") / "results"
     opts = RunOptions(method="trt", dataset="synth-cub", data_root=tiny_synth_dir,
                       results_dir=results, overrides=VIT_FAST, dataset_overrides=TINY_SYNTH,
-                      box_step=0.01, eval_workers=1)
+                      cam_curve_interval=0.01, eval_workers=1)
     out = run(opts)
     reported = results / "reported.csv"
     reported.write_text("method,backbone,input,dataset,metric,value,source,note\n")

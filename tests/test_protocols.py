@@ -287,14 +287,87 @@ def test_bad_inputs():
 
 # ----------------------------------------------------------------------------- PxAP
 
+
+def test_pxap_ignore_region_by_hand():
+    """Object: columns 0-111 (given as two instance masks at other resolutions); ignore box:
+    columns 112-167; score 1 on columns 0-139. With the ignore region the 28 score-1 columns
+    outside the object are not counted: precision 1, PxAP 100. Without it they are false
+    positives: precision 25088 / (25088 + 6272) = 0.8 at full recall: PxAP 80."""
+    from wsolbench.protocol import GTMask
+
+    score = np.zeros((S, S))
+    score[:, :140] = 1.0
+    top_half = np.zeros((112, 112), np.float32)  # half resolution: rows 0-111, cols 0-111
+    top_half[:56, :56] = 255
+    bottom = np.zeros((448, 448), np.float32)  # double resolution
+    bottom[224:, :224] = 255
+    ignore = np.zeros((S, S), np.float32)
+    ignore[:, 112:168] = 255
+    with_ignore, without = PxAP(scoremaps=True), PxAP(scoremaps=True)
+    with_ignore.update(batch([score], [[[0, 0, 1, 1]]],
+                             masks=[GTMask((top_half, bottom), ignore)]))
+    without.update(batch([score], [[[0, 0, 1, 1]]], masks=[GTMask((top_half, bottom))]))
+    assert with_ignore.compute()["pxap"] == pytest.approx(100.0)
+    assert without.compute()["pxap"] == pytest.approx(80.0)
+    foreground, ignored = GTMask((top_half, bottom), ignore).at(S)
+    assert foreground.sum() == S * 112 and ignored.sum() == S * 56
+
+
+def _pxap_as_wsolevaluation(scores, instance_masks, ignores, step):
+    """An independent port of wsolevaluation's `get_mask` + `MaskEvaluator` (uint8 mask:
+    1 object, 255 ignore, 0 background; float histograms)."""
+    import cv2
+
+    edges = np.append(np.arange(0, 1, step), [1.0, 2.0, 3.0])
+    true_hist, false_hist = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
+    for score, masks, ignore in zip(scores, instance_masks, ignores):
+        fg = np.stack([cv2.resize(m, (S, S), interpolation=cv2.INTER_NEAREST) > 0.5
+                       for m in masks]).any(0)
+        ign = cv2.resize(ignore, (S, S), interpolation=cv2.INTER_NEAREST) > 0.5
+        gt = fg.astype(np.uint8) + 255 * (ign & ~fg).astype(np.uint8)
+        true_hist += np.histogram(score[gt == 1], bins=edges)[0]
+        false_hist += np.histogram(score[gt == 0], bins=edges)[0]
+    tp = true_hist[::-1].cumsum()
+    fn = true_hist.sum() - tp
+    fp = false_hist[::-1].cumsum()
+    nonzero = (tp + fp) != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return 100 * (precision[1:] * np.diff(recall))[nonzero[1:]].sum()
+
+
+def test_pxap_with_ignore_masks_matches_an_independent_port():
+    from wsolbench.protocol import GTMask
+
+    rng = np.random.default_rng(5)
+    scores, instances, ignores = [], [], []
+    for _ in range(12):
+        scores.append(np.clip(rng.normal(0.4, 0.3, (S, S)), 0, 1))
+        k = int(rng.integers(1, 4))
+        instances.append([(rng.random((int(rng.integers(50, 400)),) * 2) > 0.8).astype(
+            np.float32) * 255 for _ in range(k)])
+        ignores.append((rng.random((S, S)) > 0.7).astype(np.float32) * 255)
+    ours = PxAP(cam_curve_interval=0.01, scoremaps=True)
+    ours.update(batch(scores, [[[0, 0, 1, 1]]] * 12,
+                      masks=[GTMask(tuple(m), i) for m, i in zip(instances, ignores)]))
+    assert ours.compute()["pxap"] == pytest.approx(
+        _pxap_as_wsolevaluation(scores, instances, ignores, 0.01), abs=1e-9)
+
+def _gt(mask, ignore=None):
+    from wsolbench.protocol import GTMask
+
+    return GTMask((np.asarray(mask, np.float32),),
+                  None if ignore is None else np.asarray(ignore, np.float32))
+
+
 def test_pxap_perfect_and_constant_maps():
     mask = np.zeros((S, S), bool)
     mask[50:100, 60:150] = True
     perfect = PxAP()
-    perfect.update(batch([mask.astype(float)], [[[0, 0, 1, 1]]], masks=[mask]))
+    perfect.update(batch([mask.astype(float)], [[[0, 0, 1, 1]]], masks=[_gt(mask)]))
     assert perfect.compute()["pxap"] == pytest.approx(100.0)
     const = PxAP()
-    const.update(batch([np.full((S, S), 0.4)], [[[0, 0, 1, 1]]], masks=[mask]))
+    const.update(batch([np.full((S, S), 0.4)], [[[0, 0, 1, 1]]], masks=[_gt(mask)]))
     assert const.compute()["pxap"] == pytest.approx(100.0 * mask.sum() / mask.size)
     with pytest.raises(WsolbenchError, match="needs GT masks"):
         PxAP().update(batch([mask.astype(float)], [[[0, 0, 1, 1]]]))

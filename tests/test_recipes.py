@@ -455,7 +455,7 @@ def test_test_selection_is_announced_everywhere(tmp_path, tiny_synth, tiny_synth
             str(tiny_synth_dir), "--results-dir", str(tmp_path), *data_sets,
             "--select-checkpoint", "test", "--epochs", "2", "--batch-size", "12",
             "--set", "image_size=32", "--set", "resize_size=36", "--set", "stage2_epochs=1",
-            "--box-step", "0.01", "--no-baselines", "--eval-workers", "1", "--threads", "1"]
+            "--cam-curve-interval", "0.01", "--no-baselines", "--eval-workers", "1", "--threads", "1"]
     done = subprocess.run([sys.executable, "-m", "wsolbench", *args], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -20,7 +20,7 @@ FAST = {"epochs": "1", "batch_size": "16", "image_size": "32", "resize_size": "3
 
 def options(tmp_path, data_dir, **kw):
     base = dict(method="cam", dataset="synth-cub", data_root=data_dir, results_dir=tmp_path,
-                overrides=FAST, dataset_overrides=TINY_SYNTH, mlflow=False, box_step=0.01)
+                overrides=FAST, dataset_overrides=TINY_SYNTH, mlflow=False, cam_curve_interval=0.01)
     base.update(kw)
     return RunOptions(**base)
 
@@ -242,7 +242,7 @@ def test_log_to_a_file_has_one_line_per_epoch_and_no_progress_bars(tmp_path, tin
          "--data-root", str(tiny_synth_dir), "--results-dir", str(tmp_path), *data_sets,
          "--epochs", "2", *[a for k, v in FAST.items() if k != "epochs"
                             for a in ("--set", f"{k}={v}")],
-         "--no-mlflow", "--no-baselines", "--box-step", "0.01", "--eval-workers", "2"],
+         "--no-mlflow", "--no-baselines", "--cam-curve-interval", "0.01", "--eval-workers", "2"],
         capture_output=True, text=True, timeout=600,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -27,7 +27,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
 
 def test_boxes_are_the_tight_boxes_of_the_masks_and_the_head_is_inside(tiny_synth):
     for record in tiny_synth.test + tiny_synth.fullsup:
-        mask = np.asarray(Image.open(record.mask_path)) > 0
+        mask = np.asarray(Image.open(record.mask_paths[0])) > 0
         head = np.asarray(Image.open(record.part_mask_path)) > 0
         ys, xs = np.nonzero(mask)
         assert record.boxes.tolist() == [[xs.min(), ys.min(), xs.max(), ys.max()]]

@@ -67,7 +67,7 @@ def tiny_config(results: Path) -> dict:
                                                                    "wsolevaluation"],
         "tables": {"cub": "synth-cub", "ilsvrc": "synth-imagenet"},
         "reported": str(ROOT / "results/reference/reported.csv"),
-        "evaluation": {"box_step": 0.01, "bootstrap_resamples": 200, "figure_images": 2},
+        "evaluation": {"cam_curve_interval": 0.01, "bootstrap_resamples": 200, "figure_images": 2},
         "resources": {"threads": 1},
         "datasets": {"synth-cub": {"data_set": tiny},
                      "synth-imagenet": {"data_set": {**tiny, "num_classes": 3}}},

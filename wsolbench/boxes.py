@@ -13,20 +13,10 @@ import cv2
 import numpy as np
 from numba import njit
 
+from wsolbench.thresholds import integer_thresholds, threshold_grid  # noqa: F401 (re-export)
+
 EMPTY_BOX_WSOLEVALUATION = (0, 0, 0, 0)
 EMPTY_BOX_OFFICIAL = (0, 0, 1, 1)
-
-
-def threshold_grid(step: float) -> np.ndarray:
-    """CAM thresholds `np.arange(0, 1, step)` in float64, exactly as wsolevaluation builds them."""
-    if not 0 < step < 1:
-        raise ValueError(f"threshold step must be in (0, 1), got {step}")
-    return np.arange(0, 1, step, dtype=np.float64)
-
-
-def integer_thresholds(taus: np.ndarray, max_value: int) -> np.ndarray:
-    """`int(tau * max(u8))` per tau (float64 product, truncated): the value `u8 > t` uses."""
-    return np.trunc(taus * float(max_value)).astype(np.int64)
 
 
 def scale_boxes_wsolevaluation(boxes: np.ndarray, size: tuple[int, int], frame: int = 224

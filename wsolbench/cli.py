@@ -16,7 +16,18 @@ import click
 
 from wsolbench.errors import WsolbenchError
 
-PROTOCOL_STEPS_HELP = "MaxBoxAccV2 threshold step (wsolevaluation: 0.001 for training runs)."
+CAM_CURVE_INTERVAL = 0.001  # wsolevaluation's default (evaluate_wsol, training config)
+
+
+def _cam_curve_interval_option(func):
+    """One name for the CAM-threshold step of MaxBoxAccV2, MaxBoxAcc and PxAP in every
+    command (wsolevaluation's `cam_curve_interval`; `--box-step` is an older alias)."""
+    return click.option(
+        "--cam-curve-interval", "--box-step", "cam_curve_interval",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=CAM_CURVE_INTERVAL, show_default=True,
+        help="CAM-threshold step of MaxBoxAccV2, MaxBoxAcc and PxAP: thresholds "
+             "np.arange(0, 1, step), as wsolevaluation (its default).")(func)
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -56,8 +67,7 @@ def _dataset_options(func):
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--num-workers", type=int, default=0, show_default=True,
                      help="DataLoader worker processes."),
-        click.option("--box-step", type=float, default=0.001, show_default=True,
-                     help=PROTOCOL_STEPS_HELP),
+        _cam_curve_interval_option,
         click.option("--no-baselines", is_flag=True,
                      help="Skip the trivial/saliency baseline maps."),
         click.option("--eval-workers", type=int, default=2, show_default=True,
@@ -132,7 +142,8 @@ def cli() -> None:
               help="Train with N processes (DDP; one per GPU, gloo on CPU) by relaunching "
                    "under torchrun. The batch size stays the global batch.")
 def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
-        results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only, seed,
+        results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers, first_box_only,
+        seed,
         preset, epochs, batch_size, lr, settings, pretrained, pretrained_sha256, resume,
         no_mlflow, threads, precision, compile_, eval_every, select_checkpoint,
         nproc_per_node) -> None:
@@ -152,7 +163,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       fullsup_images=fullsup_images, results_dir=results_dir,
                       overrides=overrides, dataset_overrides=_overrides(data_set),
                       pretrained=pretrained, pretrained_sha256=pretrained_sha256, resume=resume,
-                      num_workers=num_workers, mlflow=not no_mlflow, box_step=box_step,
+                      num_workers=num_workers, mlflow=not no_mlflow,
+                      cam_curve_interval=cam_curve_interval,
                       baselines=not no_baselines, eval_workers=eval_workers,
                       first_box_only=first_box_only, threads=threads, precision=precision,
                       compile=compile_, eval_every=eval_every,
@@ -188,7 +200,8 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: beside the checkpoint).")
 def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
-             results_dir, num_workers, box_step, no_baselines, eval_workers, first_box_only,
+             results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers,
+             first_box_only,
              json_out) -> None:
     """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits."""
     from wsolbench.runner import RunOptions, evaluate_checkpoint
@@ -196,7 +209,8 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
     opts = RunOptions(method="", dataset=dataset, device=device, data_root=data_root,
                       fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
                       results_dir=results_dir, dataset_overrides=_overrides(data_set),
-                      num_workers=num_workers, box_step=box_step, baselines=not no_baselines,
+                      num_workers=num_workers, cam_curve_interval=cam_curve_interval,
+                      baselines=not no_baselines,
                       mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only)
     results = evaluate_checkpoint(opts, checkpoint, json_out)
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
@@ -204,29 +218,40 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
 
 @cli.command("evaluate-maps")
 @click.option("--maps", "maps_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder of <image_id>.npy score maps (224x224, values in [0, 1]).")
+              help="Folder of <image_id>.npy maps (wsolevaluation's names).")
+@click.option("--maps-kind", type=click.Choice(["score", "raw"]), default="score",
+              show_default=True,
+              help="score: finished 224x224 maps in [0, 1], scored as they are; raw: CAMs of "
+                   "any size and range, resized (bicubic) and min-max normalized exactly as "
+                   "wsolevaluation does before scoring.")
 @click.option("--metadata", required=True, type=click.Path(path_type=Path),
-              help="wsolevaluation metadata split folder (image_ids.txt, localization.txt, ...).")
+              help="wsolevaluation metadata split folder (image_ids.txt, localization.txt, ...): "
+                   "boxes (CUB, ILSVRC) or masks (OpenImages).")
 @click.option("--protocol", default="maxboxacc_v2", show_default=True,
-              type=click.Choice(["maxboxacc_v2", "maxboxacc", "pxap"]))
-@click.option("--cam-curve-interval", type=float, default=0.01, show_default=True,
-              help="Threshold step (wsolevaluation's evaluation.py default: 0.01).")
+              help="A map protocol (`wsolbench list protocols`): maxboxacc_v2, maxboxacc, "
+                   "pxap (masks).")
+@_cam_curve_interval_option
 @click.option("--mask-root", type=click.Path(path_type=Path), default=None,
-              help="PxAP: folder of <image_id stem>.png foreground masks.")
+              help="PxAP: with OpenImages (masks-form) metadata, the folder its mask paths "
+                   "are relative to (wsolevaluation's dataset/OpenImages); with box-form "
+                   "metadata, a folder of <image_id stem>.png foreground masks.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Write the full result (curves included) here.")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Processes; shards are merged exactly (same counters as one process).")
-def evaluate_maps_cmd(maps_dir, metadata, protocol, cam_curve_interval, mask_root,
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes; each streams its shard (same memory bound per worker) and "
+                   "the counters merge exactly.")
+def evaluate_maps_cmd(maps_dir, maps_kind, metadata, protocol, cam_curve_interval, mask_root,
                       json_out, workers) -> None:
-    """Evaluate saved score maps of any method against a wsolevaluation split."""
+    """Score saved maps of any method against a wsolevaluation split, streaming them."""
     from wsolbench.fileio import atomic_write_json
     from wsolbench.maps import evaluate_maps
 
-    result = evaluate_maps(maps_dir, metadata, protocol, cam_curve_interval, mask_root, workers)
+    result = evaluate_maps(maps_dir, metadata, protocol, cam_curve_interval, mask_root, workers,
+                           kind=maps_kind)
     if json_out:
         atomic_write_json(json_out, result)
-    click.echo(f"{protocol} over {result['n_images']} images, step {cam_curve_interval}")
+    click.echo(f"{protocol} over {result['n_images']} {maps_kind} maps, "
+               f"cam_curve_interval {cam_curve_interval:g}")
     if "per_iou" in result:
         click.echo(f"{'IoU':>4} {'max acc %':>10} {'best tau':>9} {'tau index':>10} {'ties':>5}")
         for delta, row in result["per_iou"].items():
@@ -297,6 +322,7 @@ def data_prepare(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
 
 _synth_command("synth-cub", "cub", "SynthConfig")
 _synth_command("synth-imagenet", "ilsvrc", "SynthImageNetConfig")
+_synth_command("synth-openimages", "openimages", "SynthImageNetConfig")
 
 
 @cli.command()

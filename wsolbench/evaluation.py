@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its notebook probe costs ~60 ms at import
 
 from wsolbench.data.records import Record
 from wsolbench.errors import WsolbenchError
-from wsolbench.protocol import EvalBatch, Protocol
+from wsolbench.protocol import EvalBatch, GTMask, Protocol
 
 
 def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Sequence[np.ndarray],
@@ -42,7 +43,7 @@ def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Seq
             labels=np.asarray([r.label for r in part], dtype=np.int64),
             boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
             logits=None if logits is None else logits[start:start + chunk],
-            masks=[read_mask(r.mask_path) for r in part] if want_masks else None,
+            masks=[read_gt_mask(r) for r in part] if want_masks else None,
             official_boxes=[r.gt_boxes("official") for r in part]
             if any(r.official_boxes is not None for r in part) else None)
         for protocol in protocols:
@@ -69,6 +70,24 @@ def _evaluate_sharded(protocols, records, maps, logits, chunk, workers) -> None:
         for shard in pool.map(_evaluate_shard, jobs):
             for protocol, part in zip(protocols, shard):
                 protocol.merge(part)
+
+
+def read_gt_mask(record: Record) -> GTMask | None:
+    """The record's instance masks and ignore region as wsolevaluation reads them (OpenCV
+    grayscale, float32); None when the record has no mask. Errors name image and file."""
+    if not record.mask_paths:
+        return None
+
+    def load(path: Path) -> np.ndarray:
+        if not Path(path).is_file():
+            raise WsolbenchError(f"image {record.image_id!r}: mask file not found: {path}")
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise WsolbenchError(f"image {record.image_id!r}: {path} is not a readable image")
+        return mask.astype(np.float32)
+
+    return GTMask(instances=tuple(load(p) for p in record.mask_paths),
+                  ignore=load(record.ignore_path) if record.ignore_path else None)
 
 
 def read_mask(path: Path | None) -> np.ndarray | None:

@@ -12,9 +12,10 @@ Two conventions exist and both are reproduced, each named after its source:
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
-from numba import njit
 
 from wsolbench.errors import WsolbenchError
 from wsolbench.scratch import per_thread
@@ -79,11 +80,19 @@ def quantized_scoremap_wsolevaluation(raw: np.ndarray, size: int = 224) -> np.nd
     resized = cv2.resize(raw.astype(np.float64), (size, size), dst=buffer,
                          interpolation=cv2.INTER_CUBIC)
     out = np.empty((size, size), np.uint8)
-    _normalize_quantize(resized, out)
+    _compiled_normalize_quantize()(resized, out)
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@functools.cache
+def _compiled_normalize_quantize():
+    """numba compiles on first use: importing numba costs ~0.3 s, which a command that
+    never quantizes (PxAP, raw-map checks) should not pay."""
+    from numba import njit
+
+    return njit(cache=True, error_model="numpy")(_normalize_quantize)
+
+
 def _normalize_quantize(resized: np.ndarray, out: np.ndarray) -> None:
     """NaN anywhere or exactly constant -> zeros; else `trunc(255 * (x - lo) / max(x - lo))`
     with numpy's float64 operations in numpy's order (no fused or reordered arithmetic)."""

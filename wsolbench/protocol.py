@@ -17,6 +17,35 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.postprocess import validate_map
 
 
+@dataclass(frozen=True)
+class GTMask:
+    """One image's pixel ground truth, as wsolevaluation's `get_mask` reads it.
+
+    Attributes:
+        instances: float32 grayscale `[H, W]` masks, one per annotated instance (or one for
+            all), each at its own resolution; foreground = value > 0.5 after resizing.
+        ignore: float32 `[H, W]` ignore region (value > 0.5), or None: pixels PxAP skips
+            (OpenImages marks the boxes of instances without a mask so).
+    """
+
+    instances: tuple[np.ndarray, ...]
+    ignore: np.ndarray | None = None
+
+    def at(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(foreground, ignore)` bool `[size, size]`. Each mask is resized (nearest) before
+        the union, as wsolevaluation does (masks of one image may differ in size); the
+        ignore region never covers foreground."""
+        import cv2
+
+        def resized(mask: np.ndarray) -> np.ndarray:
+            return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
+
+        foreground = np.logical_or.reduce([resized(m) for m in self.instances])
+        if self.ignore is None:
+            return foreground, np.zeros_like(foreground)
+        return foreground, resized(self.ignore) & ~foreground
+
+
 @dataclass
 class EvalBatch:
     """What protocols consume, in numpy (one entry per image).
@@ -28,7 +57,7 @@ class EvalBatch:
         boxes: per image, int `[n, 4]` inclusive GT boxes in original pixels.
         sizes: int `[B, 2]` original `(W, H)`.
         logits: float `[B, K]`, or None when only maps are evaluated (`evaluate-maps`).
-        masks: per image, bool `[H, W]` original-resolution foreground, or None.
+        masks: per image, its `GTMask` (None where it has none), or None for the batch.
         official_boxes: per image, int `[n, 4]` boxes as the official TS-CAM/TRT dataset
             code derives them (`Record.official_boxes`), or None when they equal `boxes`.
     """
@@ -39,7 +68,7 @@ class EvalBatch:
     boxes: list[np.ndarray]
     sizes: np.ndarray
     logits: np.ndarray | None = None
-    masks: list[np.ndarray | None] | None = None
+    masks: list[GTMask | None] | None = None
     official_boxes: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:

@@ -55,7 +55,7 @@ class RunOptions:
     resume: bool = False
     num_workers: int = 0
     mlflow: bool = True
-    box_step: float = 0.001  # MaxBoxAccV2 tau step (wsolevaluation's training config)
+    cam_curve_interval: float = 0.001  # MaxBoxAccV2 tau step (wsolevaluation's training config)
     curve_step: float = 0.01  # Top-k/GT-known Loc tau grid for the fair protocol
     baselines: bool = True
     eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
@@ -146,11 +146,11 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
         "classification": get_plugin("protocols", "classification")(),
         "paper": paper_protocol(cfg, opts),
         "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
-            cam_curve_interval=opts.box_step, first_box_only=opts.first_box_only),
+            cam_curve_interval=opts.cam_curve_interval, first_box_only=opts.first_box_only),
         "maxboxacc": get_plugin("protocols", "maxboxacc")(first_box_only=opts.first_box_only),
     }
-    if records and all(r.mask_path is not None for r in records):
-        protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.box_step)
+    if records and all(r.mask_paths for r in records):
+        protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.cam_curve_interval)
     evaluate(list(protocols.values()), records, preds.maps, preds.logits,
              workers=opts.eval_workers, desc=f"evaluate {len(records)} images")
     return protocols
@@ -208,7 +208,7 @@ def run_baselines(records, opts: RunOptions) -> dict[str, Any]:
 
     out = {}
     for name in available(records):
-        protocol = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.box_step)
+        protocol = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.cam_curve_interval)
         evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}",
                  workers=opts.eval_workers)
         out[name] = {"maxboxacc_v2": protocol.compute()["mean"]}
@@ -269,6 +269,11 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                                     opts.overrides)
     data = load_dataset(opts)
     check_splits(data)
+    if not any(len(r.boxes) for r in data.test):
+        raise WsolbenchError(
+            f"dataset {data.name!r} is annotated with masks, not boxes (OpenImages): `wsolbench "
+            "run` scores boxes and does not train on it yet; score a method's saved maps with "
+            "`wsolbench evaluate-maps --protocol pxap` (docs/evaluate-maps.md)")
     set_deterministic()
     torch.manual_seed(opts.seed)  # model initialisation (identical on every rank)
     method = method_cls(cfg, data.num_classes)
@@ -286,7 +291,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     resolved = {"method": opts.method, "dataset": data.name, "seed": opts.seed, "preset": preset,
                 "device": opts.device, "config": dataclasses.asdict(cfg),
                 "dataset_info": data.info, "pretrained": pretrained,
-                "protocol_steps": {"box_step": opts.box_step, "curve_step": opts.curve_step},
+                "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval, "curve_step": opts.curve_step},
                 "distributed": {"world_size": ctx.world_size},
                 "speed": dataclasses.asdict(speed),
                 "select_checkpoint": opts.select_checkpoint,

@@ -60,7 +60,7 @@ def run_args(wildcards):
     dataset = config["datasets"][wildcards.dataset]
     args = [data_args(wildcards.dataset), f"--method {shlex.quote(wildcards.method)}",
             f"--seed {wildcards.seed}", f"--device {RES.get('device', 'cpu')}",
-            f"--box-step {EVAL.get('box_step', 0.001)}",
+            f"--cam-curve-interval {EVAL.get('cam_curve_interval', 0.001)}",
             f"--eval-workers {EVAL.get('eval_workers', 1)}",
             f"--num-workers {RES.get('num_workers', 0)}", "--resume",
             f"--precision {RES.get('precision', 'fp32')}",

@@ -71,7 +71,7 @@ def read_cub(root: Path | str) -> tuple[tuple[str, ...], tuple[Record, ...], tup
         mask = masks_dir / Path(rel).with_suffix(".png") if masks_dir else None
         record = Record(image_id=rel, path=path, label=class_id - 1, size=size,
                         boxes=np.asarray([box], dtype=np.int64),
-                        mask_path=mask if mask is not None and mask.is_file() else None,
+                        mask_paths=(mask,) if mask is not None and mask.is_file() else (),
                         official_boxes=np.asarray([official_box(*raw_boxes[image_id][0])],
                                                   dtype=np.int64))
         flag, flag_line = is_train[image_id]

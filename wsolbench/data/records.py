@@ -25,7 +25,10 @@ class Record:
         label: 0-based class index.
         size: original `(W, H)` in pixels.
         boxes: int64 `[n, 4]` inclusive `(x0, y0, x1, y1)`; may be empty for train images.
-        mask_path: foreground mask PNG (nonzero = object), when the dataset has masks.
+        mask_paths: foreground mask PNGs (value > 0.5 = object), one per annotated instance
+            (OpenImages) or one for all (CUB segmentations, synth); empty without masks.
+        ignore_path: the ignore-region PNG (OpenImages: boxes of instances without a mask),
+            whose pixels PxAP leaves out; None when the image has none.
         part_mask_path: discriminative-part mask PNG (synth diagnostics only).
         official_boxes: int64 `[n, 4]` `(x0, y0, x1, y1)` in original pixels as the official
             TS-CAM/TRT dataset code derives them from the annotation file, before its
@@ -39,7 +42,8 @@ class Record:
     label: int
     size: tuple[int, int]
     boxes: np.ndarray = field(repr=False)
-    mask_path: Path | None = None
+    mask_paths: tuple[Path, ...] = ()
+    ignore_path: Path | None = None
     part_mask_path: Path | None = None
     official_boxes: np.ndarray | None = field(default=None, repr=False)
 

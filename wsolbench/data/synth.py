@@ -91,6 +91,7 @@ class Rendered:
     mask: np.ndarray  # bool, the object(s)
     head: np.ndarray  # bool, the discriminative part(s)
     boxes: tuple[tuple[int, int, int, int], ...]  # inclusive tight box of each visible instance
+    instances: tuple[np.ndarray, ...] = ()  # bool, the visible part of each, as `boxes`
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -230,16 +231,18 @@ def render(cfg: SynthConfig, label: int, rng: np.random.Generator,
     image = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
     # Later instances occlude earlier ones: each GT box is the tight box of what is visible.
     covered = np.zeros((size, size), bool)
-    mask, head, boxes = np.zeros_like(covered), np.zeros_like(covered), []
+    mask, head, boxes, instances = np.zeros_like(covered), np.zeros_like(covered), [], []
     for obj, obj_head in reversed(drawn):
         visible = obj & ~covered
         covered |= obj
         if visible.any():
             ys, xs = np.nonzero(visible)
             boxes.append((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
+            instances.append(visible)
             mask |= visible
             head |= obj_head & visible
-    return Rendered(image=image, mask=mask, head=head, boxes=tuple(reversed(boxes)))
+    return Rendered(image=image, mask=mask, head=head, boxes=tuple(reversed(boxes)),
+                    instances=tuple(reversed(instances)))
 
 
 def _draw_object(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, img: np.ndarray,
@@ -304,8 +307,18 @@ def wnids(cfg: SynthConfig) -> tuple[str, ...]:
     return tuple(f"n{c:08d}" for c in range(cfg.num_classes))
 
 
+OPENIMAGES_SPLITS = {"train": "train", "fullsup": "val", "test": "test"}
+
+
+def openimages_classes(cfg: SynthConfig) -> tuple[str, ...]:
+    """Folder names like OpenImages' `/m/...` ids (sorted order = label order)."""
+    return tuple(f"m{c:05d}" for c in range(cfg.num_classes))
+
+
 def _image_rel(cfg: SynthConfig, layout: str, split: str, index: int, label: int) -> str:
     """Image path relative to the split's image folder (= the record's image id)."""
+    if layout == "openimages":  # wsolevaluation's OpenImages30k: <split>/<class>/<id>.jpg
+        return f"{OPENIMAGES_SPLITS[split]}/{openimages_classes(cfg)[label]}/{index:08x}.jpg"
     if layout == "cub":
         return f"{class_names(cfg)[label]}/Synthbird_{split}_{index:05d}.jpg"
     if split == "train":
@@ -318,6 +331,8 @@ def _image_rel(cfg: SynthConfig, layout: str, split: str, index: int, label: int
 
 def _split_dirs(root: Path, split: str, layout: str) -> tuple[Path, Path, Path]:
     """(images, object masks, head masks) folders of a split, as the readers expect them."""
+    if layout == "openimages":  # masks sit beside the images (wsolevaluation's mask_root)
+        return root / "OpenImages", root / "OpenImages", root / "heads"
     if layout == "ilsvrc":
         image_root = root / "train" if split == "train" else root
         return image_root, root / "segmentations" / split, root / "heads" / split
@@ -354,8 +369,12 @@ def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tup
         Image.fromarray(sample.image).save(buf, format="JPEG", quality=cfg.jpeg_quality,
                                            subsampling=0)
         (image_dir / rel).write_bytes(buf.getvalue())
-        (mask_dir / png_rel).write_bytes(_png_bytes(sample.mask))
         (head_dir / png_rel).write_bytes(_png_bytes(sample.head))
+        if layout == "openimages":
+            rows.append((split, index, rel, label, sample.boxes,
+                         *_write_openimages_masks(cfg, mask_dir, rel, label, sample)))
+            continue
+        (mask_dir / png_rel).write_bytes(_png_bytes(sample.mask))
         if layout == "ilsvrc" and split == "test":
             xml = out_dir / "val_boxes" / f"{Path(rel).stem}.xml"
             xml.parent.mkdir(parents=True, exist_ok=True)
@@ -363,6 +382,26 @@ def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tup
                                     sample.boxes))
         rows.append((split, index, rel, label, sample.boxes))
     return rows
+
+
+def _write_openimages_masks(cfg: SynthConfig, mask_dir: Path, rel: str, label: int,
+                            sample: Rendered) -> tuple[tuple[str, ...], str]:
+    """Instance masks and the ignore region, as OpenImages30k annotates them: a mask for
+    every instance but the last of a multi-instance image, whose box becomes the ignore
+    region (OpenImages ignores the boxes of instances nobody segmented); every image names
+    an ignore PNG, empty when nothing is ignored. Returns the paths relative to `mask_dir`."""
+    stem = Path(rel).with_suffix("")
+    cls = openimages_classes(cfg)[label]
+    annotated = sample.instances[:-1] if len(sample.instances) > 1 else sample.instances
+    names = tuple(f"{stem}_{cls}_{k}.png" for k in range(len(annotated)))
+    for name, instance in zip(names, annotated):
+        (mask_dir / name).write_bytes(_png_bytes(instance))
+    ignore = np.zeros_like(sample.mask)
+    for x0, y0, x1, y1 in sample.boxes[len(annotated):]:
+        ignore[y0:y1 + 1, x0:x1 + 1] = True
+    ignore_name = f"{stem}_ignore.png"
+    (mask_dir / ignore_name).write_bytes(_png_bytes(ignore))
+    return names, ignore_name
 
 
 def generate(cfg: SynthConfig, out: Path | str, workers: int = 2, layout: str = "cub") -> Path:
@@ -386,6 +425,8 @@ def generate(cfg: SynthConfig, out: Path | str, workers: int = 2, layout: str = 
             rows = [r for job in jobs for r in _render_chunk(job)]
         if layout == "cub":
             _write_cub_annotations(cfg, tmp, rows)
+        elif layout == "openimages":
+            _write_openimages_annotations(cfg, tmp, rows)
         else:
             _write_ilsvrc_annotations(cfg, tmp, rows)
         (tmp / "synth.json").write_text(json.dumps(
@@ -428,6 +469,19 @@ def _write_ilsvrc_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -
     (root / "LOC_synset_mapping.txt").write_text(
         "".join(f"{w} synthetic class {i}\n" for i, w in enumerate(wnids(cfg))))
     _fullsup_metadata(cfg, root, root, rows, root / "metadata" / "ILSVRC" / "val")
+
+
+def _write_openimages_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> None:
+    """wsolevaluation's metadata/OpenImages/{train,val,test} (masks form for val and test)."""
+    images, size = root / "OpenImages", cfg.image_size
+    for split, folder in OPENIMAGES_SPLITS.items():
+        records = [Record(image_id=rel, path=images / rel, label=label, size=(size, size),
+                          boxes=np.zeros((0, 4), np.int64),
+                          mask_paths=tuple(images / m for m in masks),
+                          ignore_path=images / ignore)
+                   for s, _i, rel, label, _b, masks, ignore in rows if s == split]
+        write_metadata(root / "metadata" / "OpenImages" / folder, records,
+                       mask_root=None if split == "train" else images)
 
 
 # ----------------------------------------------------------------------------- plugin
@@ -504,10 +558,10 @@ class SynthImageNetDataset(SynthCUBDataset):
         data = load_ilsvrc(path, cls.name)
 
         def attach(records: tuple[Record, ...], split: str) -> tuple[Record, ...]:
-            return tuple(replace(
-                r, mask_path=path / "segmentations" / split / Path(r.image_id).with_suffix(".png"),
-                part_mask_path=path / "heads" / split / Path(r.image_id).with_suffix(".png"))
-                for r in records)
+            png = [Path(r.image_id).with_suffix(".png") for r in records]
+            return tuple(replace(r, mask_paths=(path / "segmentations" / split / p,),
+                                 part_mask_path=path / "heads" / split / p)
+                         for r, p in zip(records, png))
 
         return replace(data, info={"synth": asdict(cfg)}, test=attach(data.test, "test"),
                        fullsup=attach(data.fullsup, "fullsup"))
@@ -516,3 +570,25 @@ class SynthImageNetDataset(SynthCUBDataset):
 def _with_heads(records: tuple[Record, ...], head_dir: Path) -> tuple[Record, ...]:
     return tuple(replace(r, part_mask_path=head_dir / Path(r.image_id).with_suffix(".png"))
                  for r in records)
+
+
+class SynthOpenImagesDataset(SynthCUBDataset):
+    """Generated in wsolevaluation's OpenImages30k layout (instance masks, ignore regions,
+    metadata in the masks form) and read back with the real OpenImages reader: PxAP with
+    ignore masks end to end."""
+
+    name = "synth-openimages"
+    config_class = SynthImageNetConfig
+
+    @classmethod
+    def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
+             workers: int = 2, **_ignored) -> WSOLData:
+        from wsolbench.data.openimages import load_openimages
+
+        cfg = config or cls.config_class()
+        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "openimages")
+        data = load_openimages(path, cls.name)
+        heads = path / "heads"
+        return replace(data, info={"synth": asdict(cfg)}, train=_with_heads(data.train, heads),
+                       test=_with_heads(data.test, heads),
+                       fullsup=_with_heads(data.fullsup, heads))
