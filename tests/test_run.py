@@ -147,11 +147,21 @@ def test_evaluate_checkpoint_reproduces_the_run(tmp_path, tiny_synth, tiny_synth
     opts = options(tmp_path, tiny_synth_dir, baselines=False)
     results = run(opts, tracker=NullTracker())
     ckpt = tmp_path / "runs" / "synth-cub" / "cam" / "0" / "checkpoint.pt"
+    run_files = {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()}
     again = evaluate_checkpoint(opts, ckpt)
     assert again["metrics"]["test"]["maxboxacc_v2"] == results["metrics"]["test"]["maxboxacc_v2"]
     assert again["metrics"]["fair"] == results["metrics"]["fair"]
-    with np.load(ckpt.parent / "predictions_test.npz") as z:
+    # The evaluated run is untouched: every file byte for byte, nothing added.
+    assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()} == run_files
+    (out,) = (tmp_path / "evaluations").glob("0-*/synth-cub")
+    assert {"results_evaluate.json", "predictions_test.npz", "per_image_test.csv"} <= {
+        p.name for p in out.iterdir()}
+    with np.load(out / "predictions_test.npz") as z:
         assert z["maps"].shape[0] == 12
+    from wsolbench.errors import WsolbenchError
+
+    with pytest.raises(WsolbenchError, match="the evaluated run's own folder"):
+        evaluate_checkpoint(opts, ckpt, out_dir=ckpt.parent)
 
 
 def test_mlflow_run_has_params_metrics_and_grid(tmp_path, tiny_synth, tiny_synth_dir):

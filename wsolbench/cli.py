@@ -197,13 +197,16 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="A checkpoint.pt written by `wsolbench run`.")
 @_dataset_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for predictions, per-image outcomes and results (default "
+                   "RESULTS_DIR/evaluations/<run>-<digest>/<dataset>; never the run itself).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Where to write the results (default: beside the checkpoint).")
+              help="Another path for the results file (default: in the --out folder).")
 def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
              results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers,
-             first_box_only,
-             json_out) -> None:
-    """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits."""
+             first_box_only, out_dir, json_out) -> None:
+    """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits, into a
+    folder of its own (the evaluated run's files are never touched)."""
     from wsolbench.runner import RunOptions, evaluate_checkpoint
 
     opts = RunOptions(method="", dataset=dataset, device=device, data_root=data_root,
@@ -212,7 +215,7 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
                       num_workers=num_workers, cam_curve_interval=cam_curve_interval,
                       baselines=not no_baselines,
                       mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only)
-    results = evaluate_checkpoint(opts, checkpoint, json_out)
+    results = evaluate_checkpoint(opts, checkpoint, json_out, out_dir)
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 
 
@@ -510,14 +513,31 @@ def _configure_logging() -> None:
         log.propagate = False
 
 
+_SIGNALS_SEEN: list[int] = []
+
+
+def _interrupt_on(signum: int, frame) -> None:
+    """SIGTERM (scancel, a batch time limit) ends the run as Ctrl-C does: the MLflow run is
+    marked KILLED and the last epoch's checkpoint stays for --resume."""
+    _SIGNALS_SEEN.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    import signal
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _configure_logging()
+    signal.signal(signal.SIGTERM, _interrupt_on)
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Click turns Ctrl-C into Abort after printing an empty line; say what happened.
+        name = "SIGTERM" if _SIGNALS_SEEN else "interrupt"
+        click.echo(f"stopped by {name}: outputs already written are complete; a run keeps "
+                   "its last finished epoch (continue it with --resume)", err=True)
+        sys.exit(143 if _SIGNALS_SEEN else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -232,10 +232,7 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
     extra = {"seed": seed, "fingerprint": fingerprint}
     if resume and ckpt_path.is_file():
         ckpt = read_checkpoint(ckpt_path)
-        config = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as JSON lists
-        same = (json.loads(json.dumps(ckpt.get("config"))) == config
-                and ckpt.get("fingerprint", "") == fingerprint and ckpt.get("seed") == seed)
-        if same:
+        if resumable(ckpt, cfg, fingerprint, seed):
             load_checkpoint(ckpt_path, method, ckpt)
             state = TrainState(**ckpt["train_state"])
             opt_state = ckpt.get("optimizer")
@@ -292,6 +289,24 @@ def train(method: WSOLMethod, records: Sequence[Record], run_dir: Path, *, devic
         atomic_save(ckpt_path, lambda p: torch.save(
             checkpoint_payload(method, state, None, extra), p))
     return state
+
+
+def resumable(ckpt: dict[str, Any], cfg, fingerprint: str, seed: int) -> bool:
+    """Whether `ckpt` was written by this very training: same config, data and seed."""
+    config = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as JSON lists
+    return (json.loads(json.dumps(ckpt.get("config"))) == config
+            and ckpt.get("fingerprint", "") == fingerprint and ckpt.get("seed") == seed)
+
+
+def resumed_history(run_dir: Path, cfg, fingerprint: str, seed: int) -> list[dict[str, Any]] | None:
+    """The epoch rows a `--resume` of `run_dir` would continue from, or None if it would
+    train from scratch (no checkpoint, or one of another config, data or seed)."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    ckpt = read_checkpoint(path)
+    return list(ckpt["train_state"]["history"]) if resumable(ckpt, cfg, fingerprint, seed) \
+        else None
 
 
 def _restore_selected(method: WSOLMethod, best_path: Path, state: TrainState, stage: str,

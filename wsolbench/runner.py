@@ -32,6 +32,7 @@ from wsolbench.registry import get_plugin
 logger = logging.getLogger(__name__)
 
 GRID_IMAGES = 16
+MLFLOW_RUN_ID_NAME = "mlflow_run_id"  # the run folder's MLflow run, for --resume
 PER_IMAGE_NAME = "per_image_test.csv"
 
 
@@ -253,7 +254,8 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     import torch
 
     from wsolbench.distributed import device_for
-    from wsolbench.engine import Speed, resolve_device, set_deterministic, train
+    from wsolbench.engine import (Speed, resolve_device, resumed_history, set_deterministic,
+                                  train)
     from wsolbench.figures import localization_grid
     from wsolbench.method import read_state_dict, sha256_file
     from wsolbench.tracking import MLflowTracker, NullTracker, mlflow_metrics
@@ -306,7 +308,18 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     tracker = tracker or (MLflowTracker(data.name, opts.results_dir) if opts.mlflow
                           else NullTracker())
     multi_stage = len(method.stages()) > 1
-    with tracker.run(f"{opts.method}-seed{opts.seed}"):
+    fingerprint = run_fingerprint(resolved)
+    # A --resume that continues a checkpoint continues its MLflow run too; any other rerun
+    # closes the earlier attempt's run if a kill left it RUNNING (no phantom live runs).
+    run_id_file = run_dir / MLFLOW_RUN_ID_NAME
+    previous_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    resumed = resumed_history(run_dir, cfg, fingerprint, opts.seed) if opts.resume else None
+    reopen = previous_id if resumed is not None else None
+    with tracker.run(f"{opts.method}-seed{opts.seed}", run_id=reopen):
+        if previous_id and not reopen:
+            tracker.close_stale(previous_id)
+        if ctx.is_main and tracker.run_id:
+            atomic_write_text(run_id_file, tracker.run_id)
         tags = {"method": opts.method, "dataset": data.name, "seed": str(opts.seed),
                 "preset": preset, "select_checkpoint": opts.select_checkpoint,
                 **({"selection_warning": TEST_SELECTION_NOTE}
@@ -314,23 +327,34 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
         tracker.set_tags({**tags, **git_tags(resolved["git_commit"])})
         tracker.log_params(flatten({k: v for k, v in resolved.items() if k != "versions"}))
 
-        def log_epoch(row: dict[str, Any]) -> None:
-            step = len(history_rows) + 1
-            history_rows.append(row)
-            logger.info(epoch_line(row, method.stage_config(row["stage"]).epochs))
+        def log_row(row: dict[str, Any]) -> None:
+            """One epoch's numbers at that epoch's step: the stage's own epoch, and a
+            multi-stage method's curves named per stage (train/<stage>/loss), so two stages
+            never join into one line."""
             scalars = {k: v for k, v in row.items()
                        if isinstance(v, (int, float)) and k != "epoch"}
-            if opts.eval_every and step % opts.eval_every == 0:
-                # Held-out monitoring only: train-fullsup, never test.
-                scalars.update(heldout_check(method, data, opts, device, speed))
-                row.update({k: v for k, v in scalars.items() if k.startswith("fullsup_")})
-            # Step = the stage's own epoch; a multi-stage method's curves are named per
-            # stage (train/<stage>/loss), so two stages never join into one line.
             prefix = f"train/{row['stage']}" if multi_stage else "train"
             tracker.log_metrics({f"{prefix}/{k}": v for k, v in scalars.items()},
                                 step=int(row["epoch"]))
             if multi_stage:  # TRT: each stage's curves in its own nested run too
+                tracker.start_stage(row["stage"], method.stages().index(row["stage"]), {},
+                                    tags)
                 tracker.log_stage_metrics(row["stage"], scalars, step=int(row["epoch"]))
+
+        def log_epoch(row: dict[str, Any]) -> None:
+            history_rows.append(row)
+            logger.info(epoch_line(row, method.stage_config(row["stage"]).epochs))
+            if opts.eval_every and len(history_rows) % opts.eval_every == 0:
+                # Held-out monitoring only: train-fullsup, never test.
+                row.update(heldout_check(method, data, opts, device, speed))
+            log_row(row)
+
+        # Epochs the killed attempt finished but never logged (killed between its
+        # checkpoint and its MLflow call) are logged now, at their own steps.
+        for row in resumed or ():
+            prefix = f"train/{row['stage']}" if multi_stage else "train"
+            if int(row["epoch"]) not in tracker.logged_steps(f"{prefix}/loss"):
+                log_row(row)
 
         def log_stage(stage: str, counts: dict[str, int]) -> None:
             logger.info("stage %s: weight decay on %d tensors, %d exempt", stage,
@@ -341,13 +365,13 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                     {**flatten(method.stage_config(stage)),
                                      **{f"optimizer.{k}": v for k, v in counts.items()}}, tags)
 
-        history_rows: list[dict[str, Any]] = []
+        history_rows: list[dict[str, Any]] = list(resumed or ())
         t_train = time.perf_counter()
         state = train(method, data.train, run_dir, device=device, seed=opts.seed,
                       resume=opts.resume, num_workers=opts.num_workers, on_epoch=log_epoch,
                       on_stage=log_stage,
                       select=checkpoint_scorer(method, data, opts, device, speed),
-                      fingerprint=run_fingerprint(resolved), ctx=ctx, speed=speed)
+                      fingerprint=fingerprint, ctx=ctx, speed=speed)
         train_seconds = time.perf_counter() - t_train
 
         t_eval = time.perf_counter()
@@ -479,9 +503,22 @@ def check_splits(data) -> None:
     check_split(data.fullsup, "fullsup", data.num_classes)
 
 
-def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None
-                        ) -> dict[str, Any]:
-    """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run)."""
+def evaluation_dir(opts: RunOptions, checkpoint: Path, dataset: str) -> Path:
+    """Where `wsolbench evaluate` writes by default: a folder of its own, never the run it
+    evaluates (`<results>/evaluations/<run folder name>-<checkpoint digest>/<dataset>`), so
+    evaluating a checkpoint on another dataset cannot mix files into that run."""
+    digest = hashlib.sha256(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
+    name = f"{Path(checkpoint).resolve().parent.name}-{digest}"
+    return opts.results_dir / "evaluations" / name / dataset
+
+
+def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None,
+                        out_dir: Path | None = None) -> dict[str, Any]:
+    """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run).
+
+    Predictions, per-image outcomes and `results_evaluate.json` go to `out_dir` (default
+    `evaluation_dir`); `out` names another path for the results file.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from wsolbench.engine import load_checkpoint, read_checkpoint, resolve_device
 
@@ -496,7 +533,10 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
                                         for k, v in ckpt["config"].items()})
     method = method_cls(config, data.num_classes)
     load_checkpoint(checkpoint, method, ckpt)
-    out_dir = Path(checkpoint).parent
+    out_dir = Path(out_dir) if out_dir else evaluation_dir(opts, checkpoint, data.name)
+    if out_dir.resolve() == Path(checkpoint).resolve().parent:
+        raise WsolbenchError(f"{out_dir}: that is the evaluated run's own folder; evaluation "
+                             "writes elsewhere so the run's files stay its own")
     metrics, _ = evaluate_model(method, data, opts, out_dir, device)
     results = {"method": ckpt["method"], "dataset": data.name, "checkpoint": str(checkpoint),
                "config": ckpt["config"], "metrics": metrics, "git_commit": git_commit(),

@@ -126,8 +126,14 @@ class NullTracker:
     run_id: str | None = None
 
     @contextlib.contextmanager
-    def run(self, name: str, nested: bool = False) -> Iterator[NullTracker]:
+    def run(self, name: str, nested: bool = False, run_id: str | None = None
+            ) -> Iterator[NullTracker]:
         yield self
+
+    def close_stale(self, run_id: str) -> None: ...
+
+    def logged_steps(self, key: str) -> set[int]:
+        return set()
 
     def log_params(self, params: dict[str, Any]) -> None: ...
 
@@ -174,15 +180,23 @@ class MLflowTracker:
         return file_lock(self._lock_path)
 
     @contextlib.contextmanager
-    def run(self, name: str, nested: bool = False) -> Iterator[MLflowTracker]:
+    def run(self, name: str, nested: bool = False, run_id: str | None = None
+            ) -> Iterator[MLflowTracker]:
+        """A run for the block: FINISHED on success, KILLED on an interrupt (Ctrl-C, SIGTERM
+        from `scancel` or a time limit), FAILED on any other error. `run_id` reopens an
+        earlier attempt's run (a `--resume` continues it instead of leaving it RUNNING)."""
         with self._locked():
-            active = self._mlflow.start_run(run_name=name, nested=nested)
+            active = self._mlflow.start_run(run_id=run_id, run_name=None if run_id else name,
+                                            nested=nested)
         previous, self.run_id = self.run_id, active.info.run_id
         previous_name, self.run_name = self.run_name, name
         status = "FAILED"
         try:
             yield self
             status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             with self._locked():
                 client = self._mlflow.MlflowClient(self.uri)
@@ -210,13 +224,41 @@ class MLflowTracker:
         with self._locked():
             self._mlflow.set_tags(tags)
 
+    def close_stale(self, run_id: str) -> None:
+        """Mark an earlier attempt's run KILLED if it was left RUNNING (killed with -9)."""
+        with self._locked():
+            client = self._mlflow.MlflowClient(self.uri)
+            try:
+                stale = client.get_run(run_id)
+            except Exception:  # deleted, or from another store: nothing to close
+                return
+            children = client.search_runs([stale.info.experiment_id],
+                                          f"tags.mlflow.parentRunId = '{run_id}'")
+            for run in [stale, *children]:
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, "KILLED")
+
+    def logged_steps(self, key: str) -> set[int]:
+        """Steps already logged for metric `key` in the current run."""
+        with self._locked():
+            client = self._mlflow.MlflowClient(self.uri)
+            return {m.step for m in client.get_metric_history(self.run_id, metric_key(key))}
+
     def start_stage(self, stage: str, index: int, params: dict[str, Any],
                     tags: dict[str, str]) -> None:
         """A nested run `<run>/stage<i>-<stage>` for one training stage, with its recipe as
-        params and the parent's tags (closed with the parent run)."""
+        params and the parent's tags (closed with the parent run); a resumed run reopens
+        the stage run it already has."""
         with self._locked():
             client = self._mlflow.MlflowClient(self.uri)
             if stage in self._children:
+                return
+            existing = client.search_runs(
+                [self.experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}' "
+                f"and tags.stage = '{stage}'")
+            if existing:
+                self._children[stage] = existing[0].info.run_id
+                client.update_run(existing[0].info.run_id, status="RUNNING")
                 return
             child = client.create_run(
                 self.experiment_id, run_name=f"{self.run_name}/stage{index + 1}-{stage}",

@@ -20,7 +20,9 @@ import hashlib
 import io
 import json
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -350,6 +352,15 @@ def _voc_xml(filename: str, size: int, wnid: str, boxes) -> str:
             "</annotation>\n")
 
 
+_PARENT_PID: int | None = None
+
+
+def _exit_with(parent_pid: int) -> None:
+    """Pool initializer: remember the generating process, whose death ends this worker."""
+    global _PARENT_PID
+    _PARENT_PID = parent_pid
+
+
 def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tuple]:
     """Render and write images `[start, stop)` of one split; returns their annotations."""
     cfg, layout, split, start, stop, out = args
@@ -357,6 +368,8 @@ def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tup
     split_key = SPLITS.index(split)
     image_dir, mask_dir, head_dir = _split_dirs(out_dir, split, layout)
     for index in range(start, stop):
+        if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+            os._exit(1)  # the generator was killed: stop writing into its abandoned folder
         label = index % cfg.num_classes
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index]))
         sample = render(cfg, label, rng, canvas)
@@ -419,7 +432,11 @@ def generate(cfg: SynthConfig, out: Path | str, workers: int = 2, layout: str = 
             jobs += [(cfg, layout, split, s, min(n, s + step), str(tmp))
                      for s in range(0, n, step)]
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            # spawn, not fork: a forked worker would share the caller's dataset lock (flock
+            # belongs to the open file, which fork duplicates) and, if the caller is killed,
+            # hold it forever, so every later run of this dataset would hang.
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                     initializer=_exit_with, initargs=(os.getpid(),)) as pool:
                 rows = [r for chunk in pool.map(_render_chunk, jobs) for r in chunk]
         else:
             rows = [r for job in jobs for r in _render_chunk(job)]

@@ -1,0 +1,125 @@
+"""Faults and interrupted work: a killed job never leaves a hang, a phantom run or a
+half-written output behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def _wsolbench(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wsolbench", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_a_killed_data_prepare_does_not_hang_the_next_one(tmp_path):
+    """kill -9 of `data prepare` mid-generation (its pool workers survive it): the next
+    prepare of the same dataset must not wait for the dead one's lock."""
+    args = ["data", "prepare", "--dataset", "synth-cub", "--results-dir", str(tmp_path),
+            "--data-set", "num_classes=4", "--data-set", "train_per_class=400",
+            "--data-set", "test_per_class=10", "--data-set", "fullsup_per_class=2"]
+    first = _wsolbench(*args)
+    deadline = time.monotonic() + 120
+    data = tmp_path / "data"
+    while time.monotonic() < deadline and not any(data.glob(".synth-cub-*.tmp-*/**/*.jpg")):
+        time.sleep(0.1)
+    assert first.poll() is None, first.communicate()
+    os.kill(first.pid, signal.SIGKILL)  # the main process only, as the OOM killer does
+    first.wait()
+    second = _wsolbench(*args)
+    try:
+        out, err = second.communicate(timeout=120)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert second.returncode == 0, err[-2000:]
+    assert "1600 train" in out
+    assert not list(data.glob(".synth-cub-*.tmp-*"))  # the killed attempt's folder is gone
+
+
+def _tiny_trt_args(results, data_dir, *extra):
+    from tests.conftest import TINY_SYNTH
+
+    data_sets = [a for k, v in TINY_SYNTH.items() for a in ("--data-set", f"{k}={v}")]
+    return ["run", "--method", "trt", "--dataset", "synth-cub", "--data-root", str(data_dir),
+            "--results-dir", str(results), *data_sets, "--epochs", "12", "--batch-size", "12",
+            "--set", "image_size=32", "--set", "resize_size=36", "--set", "stage2_epochs=2",
+            "--cam-curve-interval", "0.01", "--no-baselines", "--eval-workers", "1",
+            "--threads", "1", *extra]
+
+
+def _kill_after_first_checkpoint(job, run_dir, sig):
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.05)
+    os.kill(job.pid, sig)
+    return job.communicate(timeout=120)
+
+
+def _runs(results):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synth-cub")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, tiny_synth,
+                                                                       tiny_synth_dir, sig):
+    """SIGTERM (scancel) or SIGKILL mid-training, then `--resume`: one MLflow run, FINISHED,
+    every epoch's loss at its own step exactly once; nothing half-written in the run
+    folder; SIGTERM itself ends with one line and exit status 143, the run KILLED."""
+    results = tmp_path / "results"
+    run_dir = results / "runs" / "synth-cub" / "trt" / "0"
+    job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
+    _, err = _kill_after_first_checkpoint(job, run_dir, sig)
+    client, runs = _runs(results)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    if sig == signal.SIGTERM:
+        assert job.returncode == 143
+        assert "stopped by SIGTERM" in err and "Traceback" not in err
+        assert parent.info.status == "KILLED"
+        assert all(r.info.status == "KILLED" for r in runs)
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    done = subprocess.run([sys.executable, "-m", "wsolbench",
+                           *_tiny_trt_args(results, tiny_synth_dir, "--resume")],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client, runs = _runs(results)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]
+    assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+    assert sorted(r.data.tags["stage"] for r in runs if r.data.tags.get("stage")) == [
+        "cam", "tpsm"]
+    for key, epochs in (("train/tpsm/loss", 12), ("train/cam/loss", 2)):
+        steps = [m.step for m in client.get_metric_history(parent.info.run_id, key)]
+        assert sorted(steps) == list(range(1, epochs + 1)), (key, sorted(steps))
+
+
+@pytest.mark.slow
+def test_a_fresh_rerun_closes_the_killed_attempts_run(tmp_path, tiny_synth, tiny_synth_dir):
+    results = tmp_path / "results"
+    run_dir = results / "runs" / "synth-cub" / "trt" / "0"
+    job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
+    _kill_after_first_checkpoint(job, run_dir, signal.SIGKILL)
+    _, runs = _runs(results)
+    assert {r.info.status for r in runs} == {"RUNNING"}  # what kill -9 leaves behind
+    done = subprocess.run([sys.executable, "-m", "wsolbench",
+                           *_tiny_trt_args(results, tiny_synth_dir)[:-1], "2"],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, runs = _runs(results)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert {r.info.status for r in runs} == {"KILLED", "FINISHED"}
