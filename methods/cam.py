@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
+from wsolbench.vit import check_timm_name
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class CAMConfig(MethodConfig):
     # Classifier lr multiplier, as wsolevaluation's `lr_classifier_ratio` for CAM: a GAP
     # classifier must grow large weights on features that fire on a small part only.
     head_lr_ratio: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_timm_name(self.backbone, "backbone", own=("smallcnn", "vgg16"))
 
 
 def _small_cnn(width: int) -> tuple[nn.Module, int]:

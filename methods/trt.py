@@ -39,7 +39,8 @@ from torch import nn
 
 from wsolbench.attention import capture_class_attention
 from wsolbench.method import Localization, MethodConfig, WSOLMethod
-from wsolbench.vit import build_vit, load_vit_weights
+from wsolbench.errors import WsolbenchError
+from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
 
 POLICY_EPS = 1e-6
 
@@ -53,6 +54,13 @@ class TRTConfig(MethodConfig):
     stage2_lr_steps: tuple[int, ...] = ()
     stage2_lr_factor: float | None = None  # None: lr_factor (the 384 recipe: 0.2 then 0.1)
     stage1_map: bool = False  # evaluate the class-agnostic stage-1 map m' instead
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_timm_name(self.model, "model", own=("vit_synth",))
+        if not 0 < self.thresh <= 1 or self.stage2_epochs < 1:
+            raise WsolbenchError(f"thresh must lie in (0, 1] and stage2_epochs be >= 1, got "
+                                 f"thresh={self.thresh}, stage2_epochs={self.stage2_epochs}")
 
 
 def select_tokens(m: torch.Tensor, thresh: float) -> torch.Tensor:

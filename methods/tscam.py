@@ -21,7 +21,7 @@ from torch import nn
 
 from wsolbench.attention import capture_class_attention
 from wsolbench.method import Localization, MethodConfig, WSOLMethod
-from wsolbench.vit import build_vit, load_vit_weights
+from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class TSCAMConfig(MethodConfig):
 
     model: str = "vit_synth"
     drop_path: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_timm_name(self.model, "model", own=("vit_synth",))
 
 
 class TSCAM(WSOLMethod):

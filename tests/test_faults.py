@@ -123,3 +123,80 @@ def test_a_fresh_rerun_closes_the_killed_attempts_run(tmp_path, tiny_synth, tiny
     _, runs = _runs(results)
     assert "RUNNING" not in {r.info.status for r in runs}
     assert {r.info.status for r in runs} == {"KILLED", "FINISHED"}
+
+
+TINY = ["--data-set", "num_classes=3", "--data-set", "train_per_class=4", "--data-set",
+        "test_per_class=2", "--data-set", "fullsup_per_class=1", "--data-set", "image_size=32"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "-1"], "Invalid value for '--lr'"),
+    (["--threads", "-1"], "Invalid value for '--threads'"),
+    (["--num-workers", "-1"], "Invalid value for '--num-workers'"),
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--set", "backbone=resnet5O"], "backbone='resnet5O' is not a timm model; did you mean"),
+    (["--set", "lr_steps=[3,'x']"], "override lr_steps"),
+    (["--set", "lr_steps=0"], "lr_steps must be epochs >= 1"),
+    (["--set", "mean=0.5"], "mean and std take one value per RGB channel"),
+    (["--set", "lr=-0.1"], "lr and lr_factor must be > 0"),
+    (["--data-set", "num_classes=0"], "num_classes must be >= 1"),
+    (["--data-set", "object_area=0.5"], "object_area is a range (low, high)"),
+    (["--data-set", "image_size=4"], "image_size must be >= 16 px"),
+    (["--pretrained", "/nonexistent.pth"], "'/nonexistent.pth' does not exist"),
+    (["--pretrained-sha256", "abc"], "--pretrained-sha256 pins the weights of --pretrained"),
+    (["--results-dir", "/etc/hostname"], "is a file, not a folder"),
+])
+def test_bad_run_options_are_one_line_before_any_work(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "wsolbench", "run", "--method", "cam",
+                           "--dataset", "synth-cub", "--results-dir", str(tmp_path / "r"),
+                           "--no-mlflow", *TINY, *args],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) <= 3, lines  # click's usage line + hint + the error at most
+    assert not (tmp_path / "r" / "runs").exists()  # nothing was started
+
+
+def test_non_utf8_annotation_file_names_file_and_line(tmp_path):
+    from tests.conftest import write_cub
+    from wsolbench.data.cub import read_cub
+    from wsolbench.errors import InputFileError
+
+    root = write_cub(tmp_path)
+    classes = root / "CUB_200_2011" / "classes.txt"
+    classes.write_bytes(classes.read_bytes().replace(b"Albatross_1", b"Albatross_\xff"))
+    with pytest.raises(InputFileError, match=r"classes.txt:2: not UTF-8 text \(byte 0xff"):
+        read_cub(root)
+
+
+def test_checkpoint_from_another_version_is_named(tmp_path, tiny_synth, tiny_synth_dir):
+    import torch
+
+    from tests.conftest import TINY_SYNTH
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.runner import RunOptions, evaluate_checkpoint, run
+    from wsolbench.tracking import NullTracker
+
+    opts = RunOptions(method="cam", dataset="synth-cub", data_root=tiny_synth_dir,
+                      results_dir=tmp_path, dataset_overrides=TINY_SYNTH, mlflow=False,
+                      baselines=False, cam_curve_interval=0.01,
+                      overrides={"epochs": "1", "image_size": "32", "resize_size": "36",
+                                 "width": "16"})
+    run(opts, tracker=NullTracker())
+    ckpt_path = tmp_path / "runs" / "synth-cub" / "cam" / "0" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["config"]["future_knob"] = 3
+    ckpt["wsolbench_version"] = "9.9"
+    torch.save(ckpt, tmp_path / "future.pt")
+    with pytest.raises(WsolbenchError, match=r"written by method 'cam' of wsolbench 9.9; .*"
+                                             r"does not know: future_knob"):
+        evaluate_checkpoint(opts, tmp_path / "future.pt")
+
+
+def test_figures_without_runs_say_what_is_missing(tmp_path, tiny_synth_dir):
+    done = subprocess.run([sys.executable, "-m", "wsolbench", "figures", "--dataset",
+                           "synth-cub", "--data-root", str(tiny_synth_dir),
+                           "--results-dir", str(tmp_path), *TINY],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 2 and "missing" in done.stderr and "Traceback" not in done.stderr

@@ -65,12 +65,12 @@ def _data_source_options(func):
 def _dataset_options(func):
     return _data_source_options(_apply(func, [
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--num-workers", type=int, default=0, show_default=True,
+        click.option("--num-workers", type=click.IntRange(0), default=0, show_default=True,
                      help="DataLoader worker processes."),
         _cam_curve_interval_option,
         click.option("--no-baselines", is_flag=True,
                      help="Skip the trivial/saliency baseline maps."),
-        click.option("--eval-workers", type=int, default=2, show_default=True,
+        click.option("--eval-workers", type=click.IntRange(1), default=2, show_default=True,
                      help="Processes for protocol evaluation (sharded, merged exactly)."),
         click.option("--first-box-only", is_flag=True,
                      help="Match only each image's first GT box (to measure the TRT "
@@ -109,28 +109,33 @@ def cli() -> None:
 @cli.command()
 @click.option("--method", required=True, help="Method plugin name (`wsolbench list methods`).")
 @_dataset_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for init, order, aug.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed for init, order, aug.")
 @click.option("--preset", default=None,
               help="Method preset (default: 'synth' on synthetic data, else the dataset name; "
                    "TRT also has 'cub384', the official 384-px CUB recipe).")
-@click.option("--epochs", type=int, default=None, help="Override the preset's epochs.")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's batch size.")
-@click.option("--lr", type=float, default=None, help="Override the preset's learning rate.")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Override the preset's epochs.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Override the preset's batch size.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Override the preset's learning rate.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override any method config field, e.g. --set cam_threshold=0.2.")
-@click.option("--pretrained", type=click.Path(path_type=Path), default=None,
+@click.option("--pretrained", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None,
               help="Local backbone weights (.pth or .safetensors). Never downloaded.")
 @click.option("--pretrained-sha256", default=None, help="Refuse weights with another SHA-256.")
 @click.option("--resume", is_flag=True,
               help="Continue from this run's last checkpoint (one written under another "
                    "config, dataset or seed is not resumed: training restarts).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=click.IntRange(1), default=None,
               help="Torch CPU threads (default: torch's choice; the workflow sets its own).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="bf16: autocast forward/loss (CUDA; some CPUs).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
-@click.option("--eval-every", type=int, default=0, show_default=True,
+@click.option("--eval-every", type=click.IntRange(0), default=0, show_default=True,
               help="Check the held-out train-fullsup split every K epochs (never test); "
                    "0: evaluate only at the end.")
 @click.option("--select-checkpoint", type=click.Choice(["last", "fullsup", "test"]),
@@ -138,7 +143,7 @@ def cli() -> None:
               help="Which epoch of each training stage is kept: the last; the best Top-1 Loc "
                    "on train-fullsup; or the best Top-1 Loc on test, as the official code "
                    "does (leaks the test split; every output of such a run says so).")
-@click.option("--nproc-per-node", type=int, default=1, show_default=True,
+@click.option("--nproc-per-node", type=click.IntRange(1), default=1, show_default=True,
               help="Train with N processes (DDP; one per GPU, gloo on CPU) by relaunching "
                    "under torchrun. The batch size stays the global batch.")
 def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,

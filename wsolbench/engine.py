@@ -78,7 +78,10 @@ class TrainState:
 
 def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.optim.Optimizer
                        | None, extra: dict[str, Any]) -> dict[str, Any]:
+    from wsolbench import __version__
+
     return {"method": method.name, "num_classes": method.num_classes,
+            "wsolbench_version": __version__,
             "config": dataclasses.asdict(method.config), "model": method.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "train_state": dataclasses.asdict(state), **extra}

@@ -62,6 +62,15 @@ class MethodConfig:
                                  f"got {self.lr_step_mode!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8:
             raise WsolbenchError("epochs and batch_size must be >= 1 and image_size >= 8")
+        if not self.lr > 0 or self.weight_decay < 0 or not self.lr_factor > 0:
+            raise WsolbenchError(f"lr and lr_factor must be > 0 and weight_decay >= 0, got "
+                                 f"lr={self.lr}, lr_factor={self.lr_factor}, "
+                                 f"weight_decay={self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.cam_threshold < 1:
+            raise WsolbenchError("label_smoothing and cam_threshold must lie in [0, 1)")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise WsolbenchError(f"mean and std take one value per RGB channel (3 each, std > "
+                                 f"0), got mean={self.mean}, std={self.std}")
         if self.train_transform not in TRAIN_TRANSFORMS:
             raise WsolbenchError(f"train_transform must be one of {', '.join(TRAIN_TRANSFORMS)},"
                                  f" got {self.train_transform!r}")

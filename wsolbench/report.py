@@ -172,6 +172,14 @@ def make_figures(results_dir: Path, data, methods: list[str], seeds: list[int], 
     test = data.test
     picks = [int(i) for i in np.linspace(0, len(test) - 1, min(n_images, len(test)))]
     maps, thresholds = {}, {}
+    missing = [run_dir / name for method in methods for seed in seeds
+               for run_dir in [_run_dir(results_dir, dataset, method, seed)]
+               for name in ("predictions_test.npz", "results.json", PER_IMAGE_FILE)
+               if not (run_dir / name).is_file()]
+    if missing:
+        raise WsolbenchError(f"{missing[0]}: missing ({len(missing)} run files missing in "
+                             f"all); figures need finished runs: `wsolbench run --dataset "
+                             f"{dataset} ...` first")
     for method in methods:
         run_dir = _run_dir(results_dir, dataset, method, seeds[0])
         with np.load(run_dir / "predictions_test.npz") as saved:

@@ -74,6 +74,22 @@ class RunOptions:
         if self.select_checkpoint not in SELECT_CHOICES:
             raise WsolbenchError(f"--select-checkpoint must be one of "
                                  f"{', '.join(SELECT_CHOICES)}, got {self.select_checkpoint!r}")
+        if self.pretrained_sha256 and not self.pretrained:
+            raise WsolbenchError("--pretrained-sha256 pins the weights of --pretrained, which "
+                                 "is not given")
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise WsolbenchError(f"--pretrained: weights file not found: {self.pretrained}")
+
+
+def check_writable_dir(path: Path, what: str = "--results-dir") -> None:
+    """Refuse up front an output folder that is a file or cannot be written, so a run never
+    fails after hours of training on its first write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WsolbenchError(f"{what} {path} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WsolbenchError(f"{what} {path}: {existing} is not writable")
 
 
 SELECT_CHOICES = ("last", "fullsup", "test")
@@ -265,7 +281,9 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
-    # Names, presets and overrides fail fast, before a dataset is read or generated.
+    # Names, presets, overrides and the output folder fail fast, before a dataset is read
+    # or generated.
+    check_writable_dir(opts.results_dir)
     get_plugin("datasets", opts.dataset)
     method_cls, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
                                                     opts.overrides)
@@ -529,6 +547,13 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
     data = load_dataset(opts)
     check_splits(data)
     method_cls = get_plugin("methods", ckpt["method"])
+    known = {f.name for f in dataclasses.fields(method_cls.config_class)}
+    unknown = sorted(set(ckpt["config"]) - known)
+    if unknown:
+        raise WsolbenchError(
+            f"{checkpoint}: written by method {ckpt['method']!r} of wsolbench "
+            f"{ckpt.get('wsolbench_version', 'before 0.1.0')}; its config has keys this "
+            f"wsolbench ({__version__}) does not know: {', '.join(unknown)}")
     config = method_cls.config_class(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in ckpt["config"].items()})
     method = method_cls(config, data.num_classes)

@@ -5,7 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsolbench.errors import WsolbenchError
 from wsolbench.method import load_matching
+
+
+def check_timm_name(name: str, key: str, own: tuple[str, ...] = ()) -> None:
+    """Refuse a model name timm does not know, with "did you mean" (before any data is read;
+    timm is imported here, torch with it: a run imports both anyway)."""
+    if name in own:
+        return
+    import difflib
+
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, [*own, *timm.list_models()], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise WsolbenchError(f"{key}={name!r} is not a timm model{hint}")
 
 
 def build_vit(name: str, image_size: int, drop_path: float) -> nn.Module:

@@ -23,7 +23,7 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -75,6 +75,34 @@ class SynthConfig:
     shapes: tuple[str, ...] = ("ellipse",)
     multi_instance_prob: float = 0.0
     max_instances: int = 3
+
+    def __post_init__(self) -> None:
+        """Refuse knobs the generator cannot honour, naming the key (before any drawing)."""
+        for key in ("num_classes", "train_per_class", "test_per_class", "fullsup_per_class",
+                    "max_instances"):
+            if getattr(self, key) < 1:
+                raise WsolbenchError(f"synthetic data: {key} must be >= 1, got "
+                                     f"{getattr(self, key)}")
+        if self.num_classes < 2:
+            raise WsolbenchError("synthetic data: num_classes must be >= 2 (a classifier needs "
+                                 "two classes)")
+        if self.image_size < 16:
+            raise WsolbenchError(f"synthetic data: image_size must be >= 16 px (objects, heads "
+                                 f"and eyes need room), got {self.image_size}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type.startswith("tuple[") and f.name != "shapes":
+                if len(value) != 2 or value[0] > value[1]:
+                    raise WsolbenchError(f"synthetic data: {f.name} is a range (low, high), "
+                                         f"got {value!r}; write --data-set {f.name}=low,high")
+        for key in ("border_prob", "background_correlation", "multi_instance_prob",
+                    "head_fraction", "body_tint"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise WsolbenchError(f"synthetic data: {key} must lie in [0, 1], got "
+                                     f"{getattr(self, key)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise WsolbenchError(f"synthetic data: jpeg_quality must lie in 1..100, got "
+                                 f"{self.jpeg_quality}")
 
     def digest(self) -> str:
         blob = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)

@@ -23,8 +23,13 @@ def read_rows(path: Path, n_fields: int, sep: str | None, *, min_fields: int | N
     if not path.is_file():
         raise InputFileError(path, "file not found")
     lo = n_fields if min_fields is None else min_fields
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw_bytes in enumerate(handle, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputFileError(path, f"not UTF-8 text (byte {raw_bytes[exc.start]:#04x} "
+                                           f"at column {exc.start + 1})", number) from None
             line = raw.rstrip("\r\n")
             if not line.strip():
                 continue
