@@ -3,7 +3,7 @@
 All run in this process on the same maps, on one core, and must produce identical integer
 counters. The reference follows the spec literally: for every tau of the grid, binarize,
 `cv2.findContours`, boxes, IoU (no deduplication of thresholds). The upstream-style baseline
-adds the cost structure of wsolevaluation's evaluator (shared/spec/protocols.md §3.10): the
+adds the cost structure of wsolevaluation's evaluator (docs/protocols.md §3.10): the
 boxes of all thresholds go into one IoU matrix, and for every threshold the whole matrix is
 reduced again before its slice is taken (quadratic in the number of thresholds). The fast
 path is `protocols.maxboxacc.MaxBoxAccV2` (component-tree sweep, all thresholds at once).
@@ -13,7 +13,7 @@ path is `protocols.maxboxacc.MaxBoxAccV2` (component-tree sweep, all thresholds 
 The fast path is timed `--repeats` times (median reported, min beside it): on a shared
 machine single timings of a few ms per image vary by tens of percent.
 
-wsolevaluation's own evaluator, measured on this machine class (shared/spec/protocols.md
+wsolevaluation's own evaluator, measured on this machine class (docs/protocols.md
 §3.10): mean 47 ms/image at step 0.01 and 2.48 s/image at step 0.001. It cannot run beside
 this benchmark (it needs numpy < 1.24), so those figures are quoted, not re-measured.
 """

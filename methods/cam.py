@@ -6,7 +6,7 @@ Backbone features -> GAP -> linear classifier; the map of class c is
 the raw map goes to `wsolbench.postprocess`). Backbones:
 
 - `vgg16`: timm's VGG16 conv stack without the last max-pool (14x14 at 224 px), then the
-  `conv6` head of the TS-CAM/TRT code (Conv 512->1024 3x3 + ReLU), as methods.md §3.2.
+  `conv6` head of the TS-CAM/TRT code (Conv 512->1024 3x3 + ReLU), as docs/methods.md §3.2.
 - `resnet50`, `inception_v3`: timm models' `forward_features`.
 - `smallcnn`: four 3x3 convs (receptive field 13 px), the synth default that trains on a
   CPU in minutes and shows textbook partial activation at 64 px.

@@ -1,6 +1,6 @@
 """TRT: Token Refinement Transformer / Re-Attention Transformer (Su et al., BMVC 2022).
 
-As the official code computes it (shared/spec/methods.md §1, reference algorithm §1.13):
+As the official code computes it (docs/methods.md §1):
 
 1. Preliminary attention m: class-token -> patch attention of the first L-1 blocks,
    head-averaged, summed over blocks, L1-normalized over patches.

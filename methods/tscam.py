@@ -4,8 +4,8 @@ A DeiT whose patch tokens (after the final norm) go through a 3x3 conv head to p
 semantic maps S `[B, C, h, w]`; GAP of S gives the logits (the class token's output is not
 used for classification). At test time the class-token attention of every block, averaged
 over heads and summed over blocks, gives the semantic-agnostic map A*; the localization map
-of class c is `A* * S_c` (shared/spec/methods.md §2). This is the official repository's
-coupling, not the attention-only variant inside the TRT repository (methods.md §2.6).
+of class c is `A* * S_c` (docs/methods.md §2). This is the official repository's
+coupling, not the attention-only variant inside the TRT repository (docs/methods.md §2.4).
 
 Checked against: vasgaowei/TS-CAM `lib/models/deit.py` (class `TSCAM`). Built on timm's
 `VisionTransformer`; the class-token attention is read through `wsolbench.attention` hooks

@@ -1,6 +1,6 @@
 """Top-1 / Top-5 / GT-known Loc as TS-CAM and TRT compute them (the `paper` protocol).
 
-Rules (shared/spec/protocols.md §5–6, methods.md §4), each a parameter here:
+Rules (docs/protocols.md §5–7), each a parameter here:
 - the GT-class map is resized bilinearly in float32 to `eval_size`, min-max normalized
   without a constant guard (constant -> NaN -> no contour), quantized to uint8;
 - foreground = `u8 > int(tau * max(u8))`; the largest contour by `cv2.contourArea`; box

@@ -1,5 +1,5 @@
 """MaxBoxAcc (Choe et al., CVPR 2020) and MaxBoxAccV2 (TPAMI), exactly as
-clovaai/wsolevaluation's `BoxEvaluator` defines them (shared/spec/protocols.md §3).
+clovaai/wsolevaluation's `BoxEvaluator` defines them (docs/protocols.md §3).
 
 Per image: GT-class raw map -> float64 bicubic resize to 224 -> NaN/constant -> zeros, else
 min-max -> uint8 `trunc(255 s)`; for every tau of `np.arange(0, 1, step)`: foreground

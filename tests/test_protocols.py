@@ -1,4 +1,4 @@
-"""Protocols on hand-computed cases (shared/spec/protocols.md) and against the reference."""
+"""Protocols on hand-computed cases (docs/protocols.md) and against the reference."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""TS-CAM and TRT on timm ViTs: the math of methods.md §1–2 on small models."""
+"""TS-CAM and TRT on timm ViTs: the math of docs/methods.md §1–2 on small models."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Read softmax attention out of timm Vision Transformers without forking timm (STYLE.md §4).
+"""Read softmax attention out of timm Vision Transformers without forking timm (docs/design.md §2).
 
 Two context managers, both of which always remove their hooks on exit (the leaks of
 pytorch-grad-cam #132/#195/#483):

@@ -1,7 +1,7 @@
 """Trivial and low-level localization baselines, scored beside every method.
 
 A benchmark on which a centre blob or colour saliency localizes as well as a trained model
-measures nothing (shared/spec/synth.md, "Quality bar"). Each baseline turns an image (and,
+measures nothing (docs/synthetic-data.md, baselines). Each baseline turns an image (and,
 for the head-only calibration map, its part mask) into a raw map that goes through exactly
 the same protocol as a method's map.
 """

@@ -1,6 +1,6 @@
 """Box geometry shared by the protocols (numpy/OpenCV; numba for per-image scalars).
 
-Conventions (shared/spec/protocols.md §2.3, §3.3–3.7):
+Conventions (docs/protocols.md §2.3, §3.3–3.7):
 - boxes are int `[n, 4]` `(x0, y0, x1, y1)`, *inclusive* pixel indices;
 - IoU counts pixels inclusively: width = x1 - x0 + 1 (the "+1" rule);
 - a box predicted from an OpenCV contour is `(x, y, x + w, y + h)`, i.e. one pixel too wide

@@ -266,8 +266,10 @@ def evaluate_maps_cmd(maps_dir, maps_kind, metadata, protocol, cam_curve_interva
             click.echo(f"{delta:>4} {row['max_acc']:>10.2f} {row['best_threshold']:>9.3f} "
                        f"{row['best_threshold_index']:>10} {row['n_tied_best_indices']:>5}")
         click.echo(f"mean {result['mean']:.2f}")
-    else:
-        click.echo(f"PxAP {result['pxap']:.2f}  PIoU {result['piou']:.2f}")
+    else:  # any other protocol: its top-level numbers (PxAP, PIoU, a plugin's own)
+        bookkeeping = {"n_images", "cam_curve_interval"}
+        click.echo("  ".join(f"{k} {v:.2f}" for k, v in result.items()
+                             if isinstance(v, float) and k not in bookkeeping))
 
 
 @cli.command("list")

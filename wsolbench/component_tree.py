@@ -6,7 +6,7 @@ MaxBoxAccV2 needs, for each threshold t, the bounding boxes of all contours that
 - the 8-connected components of the foreground `u8 > t` (outer borders), and
 - the 4-connected background components `u8 <= t` that do not reach the image border
   (holes); a hole border runs over the foreground pixels around it, so its bounding rect is
-  the hole's bounding box grown by one pixel on each side (shared/spec/protocols.md §3.5).
+  the hole's bounding box grown by one pixel on each side (docs/protocols.md §3.5).
 
 Foreground components only grow and merge as t decreases, holes as t increases: both are
 component trees over the at most 256 grey levels. One union-find sweep over the pixels sorted

@@ -1,4 +1,4 @@
-"""The method interface every plugin implements (STYLE.md §2–3).
+"""The method interface every plugin implements (docs/design.md §1).
 
 A method is an `nn.Module` with fixed return types: `forward(images)` gives logits `[B, K]`,
 `localize(images, labels)` gives raw maps `[B, h, w]` for the classes asked, plus the logits.
@@ -121,7 +121,7 @@ class WSOLMethod(nn.Module):
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    # Training stages. Most methods have one; TRT trains in two (methods.md §1.1).
+    # Training stages. Most methods have one; TRT trains in two (docs/methods.md §1.1).
     def stages(self) -> tuple[str, ...]:
         return ("train",)
 

@@ -1,13 +1,13 @@
-"""The one place raw maps are resized and normalized (STYLE.md §6).
+"""The one place raw maps are resized and normalized (docs/design.md §3).
 
 Two conventions exist and both are reproduced, each named after its source:
 
 - `wsolevaluation`: float64, OpenCV bicubic resize to `size x size`, then NaN -> zeros,
-  exactly constant -> zeros, else min-max to [0, 1] (shared/spec/protocols.md §3.2).
+  exactly constant -> zeros, else min-max to [0, 1] (docs/protocols.md §3.2).
   The float64 bicubic resize is what turns a constant 0.7 map into ulp-level ripples that
   normalization blows up into noise; matching upstream needs exactly this order of steps.
 - `official` (TS-CAM / TRT `lib/cams_deit.py`): float32, OpenCV bilinear resize, min-max
-  without a constant guard, so a constant map becomes NaN (protocols.md §6).
+  without a constant guard, so a constant map becomes NaN (docs/protocols.md §6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The protocol interface, shaped like torchmetrics' `Metric` (STYLE.md §5).
+"""The protocol interface, shaped like torchmetrics' `Metric` (docs/design.md §4).
 
 `update(batch)` adds into fixed-size integer counters, `compute()` is pure, `reset()` clears,
 `merge(other)` adds the counters of a shard computed elsewhere (another process or rank), so

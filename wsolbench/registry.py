@@ -52,7 +52,13 @@ def get_plugin(kind: str, name: str) -> Any:
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(eps)) or "none installed"
         raise WsolbenchError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known})")
-    return eps[name].load()
+    try:
+        return eps[name].load()
+    except WsolbenchError:
+        raise
+    except Exception as exc:  # a broken third-party plugin: name it, not a deep traceback
+        raise WsolbenchError(f"{kind[:-1]} {name!r} (entry point {eps[name].value!r}) failed "
+                             f"to load: {type(exc).__name__}: {exc}") from None
 
 
 def clear_cache() -> None:

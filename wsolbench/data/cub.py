@@ -1,4 +1,4 @@
-"""CUB-200-2011 from the official archive layout (shared/spec/protocols.md §2.1).
+"""CUB-200-2011 from the official archive layout (docs/protocols.md §2.1).
 
 `CUB_200_2011/` holds `images/<NNN.Class_Name>/<file>.jpg`, `classes.txt`, `images.txt`,
 `image_class_labels.txt`, `train_test_split.txt` and `bounding_boxes.txt`; ids are 1-based

@@ -1,4 +1,4 @@
-"""ILSVRC-2012 (ImageNet-1k) in its common on-disk layouts (shared/spec/protocols.md §1, §2.2).
+"""ILSVRC-2012 (ImageNet-1k) in its common on-disk layouts (docs/protocols.md §1, §2.2).
 
 - train: `train/<wnid>/*.JPEG`; label = index of the wnid in sorted order (torchvision
   ImageFolder order, as wsolevaluation uses) — *not* the devkit's ILSVRC2012_ID.

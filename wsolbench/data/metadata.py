@@ -1,4 +1,4 @@
-"""Reader and writer for clovaai/wsolevaluation's metadata format (shared/spec/protocols.md §1).
+"""Reader and writer for clovaai/wsolevaluation's metadata format (docs/protocols.md §1).
 
 A split folder holds `image_ids.txt`, `class_labels.txt` (`id,label`), `image_sizes.txt`
 (`id,W,H`) and `localization.txt` in one of two forms:

@@ -1,6 +1,6 @@
 """The records every dataset reader returns, and the box convention they share.
 
-Box convention (the one wsolevaluation's metadata uses, shared/spec/protocols.md §1):
+Box convention (the one wsolevaluation's metadata uses, docs/protocols.md §1):
 `boxes` is int64 `[n, 4]` of `(x0, y0, x1, y1)` *inclusive* pixel indices in the original
 image, `0 <= x0 <= x1 <= W-1`, `0 <= y0 <= y1 <= H-1`, one row per GT instance in file order.
 """

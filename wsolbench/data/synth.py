@@ -1,4 +1,4 @@
-"""`synth-cub`: the embedded, procedurally generated WSOL dataset (shared/spec/synth.md).
+"""`synth-cub`: the embedded, procedurally generated WSOL dataset (docs/synthetic-data.md).
 
 Every image holds one "bird": a large textured body with a tail, shared by all classes, and a
 small head disc whose hue decides the class, so the discriminative part is a small fraction
@@ -500,7 +500,7 @@ def _write_cub_annotations(cfg: SynthConfig, root: Path, rows: list[tuple]) -> N
         lines["images"].append(f"{image_id} {rel}")
         lines["labels"].append(f"{image_id} {label + 1}")
         lines["split"].append(f"{image_id} {int(split == 'train')}")
-        # CUB stores x y w h with x + w = the inclusive right edge (protocols.md §2.1).
+        # CUB stores x y w h with x + w = the inclusive right edge (docs/protocols.md §2.1).
         lines["boxes"].append(f"{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}")
     for key, file in (("images", "images.txt"), ("labels", "image_class_labels.txt"),
                       ("split", "train_test_split.txt"), ("boxes", "bounding_boxes.txt")):

@@ -29,7 +29,7 @@ def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequen
 
     - `resize_crop_flip`: square resize -> random crop -> flip (CUB; TS-CAM on ILSVRC too);
     - `timm_randaug`: TRT's ILSVRC pipeline, timm's RandomResizedCrop(0.8-1, bicubic), flip,
-      RandAugment m9/mstd0.5/inc1, RandomErasing p=0.25 per-pixel (methods.md §1.11).
+      RandAugment m9/mstd0.5/inc1, RandomErasing p=0.25 per-pixel (docs/methods.md §4).
     """
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
     if train and recipe == "timm_randaug":
