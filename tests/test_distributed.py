@@ -30,6 +30,7 @@ def _run_cli(results_dir, data_dir, *extra):
     return json.loads((results_dir / "runs/synth-cub/tscam/0/results.json").read_text())
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path, tiny_synth, tiny_synth_dir):
     single = _run_cli(tmp_path / "one", tiny_synth_dir)
     ddp = _run_cli(tmp_path / "two", tiny_synth_dir, "--nproc-per-node", "2")
@@ -101,6 +102,7 @@ def test_bf16_masked_token_softmax_matches_fp32():
     assert float(low[0].abs().max()) == 0.0
 
 
+@pytest.mark.slow
 def test_bf16_training_step_runs_on_cpu(tmp_path, tiny_synth):
     torch.manual_seed(0)
     method, _ = build_method("trt", None, "synth-cub", {

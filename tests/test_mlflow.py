@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import TINY_SYNTH
 
+pytestmark = pytest.mark.slow  # one shared TRT run with a real MLflow store (module fixture)
+
 VIT_FAST = {"epochs": "2", "batch_size": "12", "image_size": "32", "resize_size": "36",
             "stage2_epochs": "1"}
 

@@ -124,6 +124,7 @@ def _cli(*args, cwd=None):
                                                    "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["run", "--method", "camm"], "did you mean 'cam'"),
     (["run", "--method", "cam", "--dataset", "cubb"], "did you mean 'cub'"),

@@ -3,6 +3,8 @@
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
+
 N_WRITERS = 8
 N_EPOCHS = 15
 
@@ -29,6 +31,7 @@ def _writer(args: tuple[str, int]) -> str:
         return tracker.run_id
 
 
+@pytest.mark.slow
 def test_eight_concurrent_writers_on_a_fresh_store(tmp_path):
     import mlflow
 

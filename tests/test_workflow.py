@@ -76,6 +76,7 @@ def tiny_config(results: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     results = tmp_path / "results"
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(results)))
