@@ -19,8 +19,8 @@ import time
 import timm
 import torch
 
-from methods.trt import TRT, TRTConfig
-from methods.tscam import TSCAM, TSCAMConfig
+from wsolbench.methods.trt import TRT, TRTConfig
+from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 
 
 def peak_mb(device: torch.device) -> float:

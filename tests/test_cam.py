@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from methods.cam import CAM, CAMConfig
+from wsolbench.methods.cam import CAM, CAMConfig
 from wsolbench.engine import load_checkpoint
 from wsolbench.errors import WsolbenchError
 from wsolbench.method import read_state_dict

@@ -89,7 +89,7 @@ def test_sampler_shards_cover_the_single_process_batches():
 
 
 def test_bf16_masked_token_softmax_matches_fp32():
-    from methods.trt import masked_token_softmax
+    from wsolbench.methods.trt import masked_token_softmax
 
     torch.manual_seed(0)
     scores = torch.randn(8, 50) * 30  # large logits: an unshifted exp would overflow in bf16

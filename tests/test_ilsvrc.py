@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protocols.loc_acc import LocAcc
-from protocols.maxboxacc import MaxBoxAccV2
+from wsolbench.protocols.loc_acc import LocAcc
+from wsolbench.protocols.maxboxacc import MaxBoxAccV2
 from wsolbench.data.ilsvrc import ILSVRCDataset, read_voc_xml
 from wsolbench.errors import InputFileError, WsolbenchError
 from wsolbench.protocol import EvalBatch

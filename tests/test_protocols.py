@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from protocols.classification import Classification
-from protocols.loc_acc import LocAcc
-from protocols.maxboxacc import MaxBoxAcc, MaxBoxAccV2
-from protocols.pxap import PxAP
+from wsolbench.protocols.classification import Classification
+from wsolbench.protocols.loc_acc import LocAcc
+from wsolbench.protocols.maxboxacc import MaxBoxAcc, MaxBoxAccV2
+from wsolbench.protocols.pxap import PxAP
 from wsolbench.boxes import (best_iou_per_threshold, contour_boxes, integer_thresholds,
                              iou_matrix, scale_boxes_official, scale_boxes_wsolevaluation,
                              threshold_grid)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from methods.cam import CAM
-from methods.trt import TRT, TRTConfig
-from methods.tscam import TSCAM, TSCAMConfig
+from wsolbench.methods.cam import CAM
+from wsolbench.methods.trt import TRT, TRTConfig
+from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 from wsolbench.data.cub import official_box, read_cub
 from wsolbench.engine import _make_optimizer
 from wsolbench.registry import get_plugin

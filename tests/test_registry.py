@@ -51,3 +51,24 @@ def test_listing_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "cam" in out.stdout
+
+
+def test_plugins_load_beside_a_users_own_methods_and_protocols(tmp_path):
+    """The built-in plugins install as `wsolbench.methods` / `wsolbench.protocols`: a user's
+    `methods.py` and `protocols/` package in the working directory (first on sys.path)
+    neither break plugin loading nor get wsolbench's modules grafted on."""
+    (tmp_path / "methods.py").write_text("MINE = 'methods'\n")
+    (tmp_path / "protocols").mkdir()
+    (tmp_path / "protocols" / "__init__.py").write_text("MINE = 'protocols'\n")
+    code = ("import methods, protocols\n"
+            "from wsolbench.registry import get_plugin, list_plugins\n"
+            "names = [get_plugin('methods', n).__module__ for n in list_plugins('methods')]\n"
+            "names += [get_plugin('protocols', n).__module__ for n in list_plugins('protocols')]\n"
+            "import sys\n"
+            "assert methods.MINE == 'methods' and protocols.MINE == 'protocols'\n"
+            "assert not [m for m in sys.modules if m.startswith(('methods.', 'protocols.'))]\n"
+            "print(sorted(set(names)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "wsolbench.methods.trt" in out.stdout and "wsolbench.protocols.pxap" in out.stdout

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from methods.trt import TRT, TRTConfig, masked_token_softmax, select_tokens
-from methods.tscam import TSCAM, TSCAMConfig
+from wsolbench.methods.trt import TRT, TRTConfig, masked_token_softmax, select_tokens
+from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 from wsolbench.attention import capture_attention, capture_class_attention
 from wsolbench.method import read_state_dict
 
