@@ -207,3 +207,60 @@ def test_figures_without_runs_say_what_is_missing(tmp_path, tiny_synth_dir):
                            "--results-dir", str(tmp_path), *TINY],
                           capture_output=True, text=True, env=ENV, timeout=120)
     assert done.returncode == 2 and "missing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_images_reports_every_problem_of_a_split_at_once(tmp_path, caplog):
+    """Files that were fine when the annotations were read and broke later (or a split read
+    from metadata, which never opens images): a truncated image, a missing one, one whose
+    real size disagrees with the annotations; all reported in one error. A 16-bit image is
+    accepted, scaled, and the user warned."""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import write_cub
+    from wsolbench.data.cub import read_cub
+    from wsolbench.data.images import check_images, load_rgb
+    from wsolbench.errors import WsolbenchError
+
+    _, train, test = read_cub(write_cub(tmp_path, n_classes=2, per_class=4))
+    records = list(train) + list(test)
+    records[1].path.write_bytes(records[1].path.read_bytes()[:300])
+    records[3].path.unlink()
+    Image.new("RGB", (80, 40)).save(records[5].path)  # annotations were read for 50x40
+    with pytest.raises(WsolbenchError) as err:
+        check_images(records, "test")
+    message = str(err.value)
+    assert message.startswith("split 'test': 3 problem(s) in 8 images"), message
+    assert "cannot decode" in message and "image file not found" in message
+    assert "image is 80x40, the annotations say 50x40" in message
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((40, 50), 32768, np.uint16)).save(deep)
+    assert np.asarray(load_rgb(deep)).max() == 128  # not clipped to 255 (white)
+    with caplog.at_level("WARNING"):
+        check_images([replace(records[0], path=deep)], "train")
+    assert "16-bit image" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_broken_fullsup_image_stops_the_run_before_training(tmp_path, tiny_synth):
+    """train-fullsup is read from metadata (no image is opened then): a truncated image
+    there used to surface after the whole training. Now: one line, exit 2, no run started."""
+    import shutil
+
+    from tests.conftest import TINY_SYNTH
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth.root, data / tiny_synth.root.name)
+    victim = data / tiny_synth.root.name / "CUBV2" / tiny_synth.fullsup[0].image_id
+    victim.write_bytes(victim.read_bytes()[:200])
+    data_sets = [a for k, v in TINY_SYNTH.items() for a in ("--data-set", f"{k}={v}")]
+    done = subprocess.run([sys.executable, "-m", "wsolbench", "run", "--method", "cam",
+                           "--dataset", "synth-cub", "--data-root", str(data), *data_sets,
+                           "--results-dir", str(tmp_path / "r"), "--no-mlflow"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "split 'fullsup': 1 problem(s)" in done.stderr and "cannot decode" in done.stderr
+    assert "Traceback" not in done.stderr and "epoch" not in done.stderr
+    assert not (tmp_path / "r" / "runs").exists()

@@ -316,11 +316,16 @@ def _synth_command(name: str, layout: str, config_path: str):
               help="Write the dataset's split sizes and info here (the workflow's marker).")
 def data_prepare(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir,
                  json_out) -> None:
-    """Read (synth: generate) a dataset once and check every split, before jobs use it."""
+    """Read (synth: generate) a dataset once and check every split completely (every image
+    decoded, sizes against the annotations, boxes, masks), before jobs use it."""
     from wsolbench.fileio import atomic_write_json
+
+    from wsolbench.data.images import check_images
 
     data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
                       results_dir)
+    for split in ("train", "fullsup", "test"):  # every image decoded, all problems at once
+        check_images(data.split(split), split)
     info = {"dataset": data.name, "num_classes": data.num_classes,
             "splits": {s: len(data.split(s)) for s in ("train", "test", "fullsup")},
             "info": data.info}

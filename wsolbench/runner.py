@@ -289,6 +289,11 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                                     opts.overrides)
     data = load_dataset(opts)
     check_splits(data)
+    # Every image, box and mask evaluation will need, before hours of training.
+    from wsolbench.data.images import check_images
+
+    for split in ("test", "fullsup"):
+        check_images(data.split(split), split)
     if not any(len(r.boxes) for r in data.test):
         raise WsolbenchError(
             f"dataset {data.name!r} is annotated with masks, not boxes (OpenImages): `wsolbench "

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from wsolbench.data.images import load_rgb
 from wsolbench.data.records import Record
 from wsolbench.errors import WsolbenchError
 
@@ -76,8 +76,7 @@ class RecordDataset(Dataset):
             index = key
         record = self.records[index]
         try:
-            with Image.open(record.path) as img:
-                image = img.convert("RGB")
+            image = load_rgb(record.path)
         except Exception as exc:  # corrupt or vanished file: name it, not PIL's internals
             raise WsolbenchError(f"{record.path}: cannot decode image {record.image_id!r}: {exc}"
                                  ) from None
