@@ -238,8 +238,14 @@ def test_check_images_reports_every_problem_of_a_split_at_once(tmp_path, caplog)
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((40, 50), 32768, np.uint16)).save(deep)
     assert np.asarray(load_rgb(deep)).max() == 128  # not clipped to 255 (white)
-    with caplog.at_level("WARNING"):
+    import logging
+
+    log = logging.getLogger("wsolbench")  # the CLI stops it propagating to the root
+    log.addHandler(caplog.handler)
+    try:
         check_images([replace(records[0], path=deep)], "train")
+    finally:
+        log.removeHandler(caplog.handler)
     assert "16-bit image" in caplog.text
 
 
