@@ -136,3 +136,24 @@ def test_metadata_image_without_label(tmp_path):
     (folder / "class_labels.txt").write_text("val/ILSVRC2012_val_00000001.JPEG,65")
     with pytest.raises(InputFileError, match="'001.Bird/a_1.jpg'.*has no line here"):
         read_metadata(folder, tmp_path)
+
+
+def test_trt_ilsvrc_randaugment_survives_zero_bit_posterize():
+    """timm's `rand-m9-mstd0.5-inc1` asks PIL for 0-bit posterize when a magnitude reaches 10;
+    PIL >= 10 raises. The transform must run (0 bits -> black, as the old PIL did)."""
+    import random
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from wsolbench.data.torch_dataset import _posterize, build_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8))
+    assert np.asarray(_posterize(image, 0)).max() == 0
+    assert np.array_equal(np.asarray(_posterize(image, 8)), np.asarray(image))
+    transform = build_transform(True, 32, 36, (0.5,) * 3, (0.25,) * 3, "timm_randaug")
+    random.seed(0)
+    torch.manual_seed(0)
+    for _ in range(2000):  # ~0.3 % of calls draw a 0-bit posterize: hit with near certainty
+        assert transform(image).shape == (3, 32, 32)

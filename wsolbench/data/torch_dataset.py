@@ -35,6 +35,7 @@ def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequen
     if train and recipe == "timm_randaug":
         from timm.data import create_transform
 
+        _allow_zero_bit_posterize()
         return create_transform(input_size=image_size, is_training=True, scale=(0.8, 1.0),
                                 color_jitter=0.4, auto_augment="rand-m9-mstd0.5-inc1",
                                 interpolation="bicubic", re_prob=0.25, re_mode="pixel",
@@ -43,6 +44,29 @@ def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequen
         return T.Compose([T.Resize((resize_size, resize_size)), T.RandomCrop(image_size),
                           T.RandomHorizontalFlip(), *normalize])
     return T.Compose([T.Resize((image_size, image_size)), *normalize])
+
+
+def _posterize(img, bits_to_keep, **_):
+    """timm's posterize op, with PIL's behaviour of the official recipe's time kept for 0
+    bits: a black image. PIL >= 10 raises instead, and timm's RandAugment (magnitude 9, std
+    0.5, `inc1`) asks for 0 bits whenever a drawn magnitude reaches 10 (about 2 % of its
+    posterize calls), which stopped TRT's ILSVRC training at a random step."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _allow_zero_bit_posterize() -> None:
+    """Route timm's three posterize ops through `_posterize` (their table is read when a
+    RandAugment is built, so this precedes `create_transform`)."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize
 
 
 def _item_seed(epoch_seed: int, index: int) -> int:
