@@ -235,6 +235,8 @@ def test_check_images_reports_every_problem_of_a_split_at_once(tmp_path, caplog)
     assert message.startswith("split 'test': 3 problem(s) in 8 images"), message
     assert "cannot decode" in message and "image file not found" in message
     assert "image is 80x40, the annotations say 50x40" in message
+    # A size the reader never read (ILSVRC train: (0, 0)) is not compared.
+    check_images([replace(records[0], size=(0, 0), boxes=np.zeros((0, 4), np.int64))], "train")
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((40, 50), 32768, np.uint16)).save(deep)
     assert np.asarray(load_rgb(deep)).max() == 128  # not clipped to 255 (white)

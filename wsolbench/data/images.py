@@ -46,7 +46,8 @@ def _problems(record: Record, decode: bool) -> list[str]:
     except Exception as exc:  # PIL raises many types for damaged files
         return [f"{where}: cannot decode ({type(exc).__name__}: {exc})"]
     out = []
-    if tuple(size) != tuple(record.size):
+    # (0, 0): a size the reader did not read (ILSVRC train images are not opened up front).
+    if all(record.size) and tuple(size) != tuple(record.size):
         out.append(f"{where}: image is {size[0]}x{size[1]}, the annotations say "
                    f"{record.size[0]}x{record.size[1]}")
     if mode in SIXTEEN_BIT_MODES:
