@@ -24,6 +24,15 @@ if not config:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# The schema checks the shape; the plugins check the content (names, keys, values), with the
+# same code `wsolbench run` uses, so a typo stops `snakemake -n` with the offending key.
+from wsolbench.errors import WsolbenchError
+from wsolbench.workflow_check import check_workflow_config
+
+try:
+    check_workflow_config(config)
+except WsolbenchError as exc:
+    raise ValueError(str(exc)) from None
 # For `--software-deployment-method conda`: the env file installs this checkout from here.
 os.environ.setdefault("WSOLBENCH_ROOT", workflow.basedir)
 

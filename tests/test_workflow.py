@@ -58,6 +58,36 @@ def test_schema_rejects_bad_config_with_a_clear_message(tmp_path, change, messag
     assert message in done.stdout + done.stderr
 
 
+def _rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: _rename(c["methods"], "trt", "trtt"),
+     "config methods.trtt.set (for dataset 'synth-cub'): unknown method 'trtt'; did you mean"),
+    (lambda c: c["methods"]["cam"]["set"].update({"epoch": 5}),
+     "config methods.cam.set (for dataset 'synth-cub'): unknown config key 'epoch'"),
+    (lambda c: c["methods"]["cam"]["set"].update({"epochs": "five"}),
+     "override epochs='five': expected a value of type int"),
+    (lambda c: c["methods"]["tscam"]["set"].update({"model": "deit_smal_patch16_224"}),
+     "did you mean 'deit_small_patch16_224'"),
+    (lambda c: c["datasets"]["synth-cub"]["data_set"].update({"num_class": 3}),
+     "config datasets.synth-cub.data_set: unknown config key 'num_class'"),
+    (lambda c: c["datasets"]["synth-imagenet"]["data_set"].update({"object_area": [0.3]}),
+     "config datasets.synth-imagenet.data_set: synthetic data: object_area is a range"),
+])
+def test_dry_run_knows_the_plugins_names_keys_and_values(tmp_path, change, message):
+    """`snakemake -n` checks the config with the code `wsolbench run` uses: a typo'd name,
+    key or value stops it with the offending key, before any job."""
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    change(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
+                     cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr, (done.stdout + done.stderr)[-2000:]
+
+
 def tiny_config(results: Path) -> dict:
     tiny = {"num_classes": 3, "train_per_class": 10, "test_per_class": 4,
             "fullsup_per_class": 2, "image_size": 32}

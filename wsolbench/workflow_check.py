@@ -1,0 +1,57 @@
+"""The workflow config checked with the same code `wsolbench run` uses (docs/design.md).
+
+The JSON schema (workflow/schemas/) checks the config's shape; this checks its content
+against the installed plugins: every dataset and method name, every `set:` key and value of
+a method (through its preset, for every dataset it runs on), every `data_set:` knob. So
+`snakemake -n` fails on a typo with the offending key instead of a job failing hours later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wsolbench.errors import WsolbenchError
+
+
+def _values(mapping: dict[str, Any]) -> dict[str, str]:
+    """Config values as the CLI receives them (`--set k=v`): lists comma-joined."""
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(str(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return {k: text(v) for k, v in (mapping or {}).items()}
+
+
+def check_workflow_config(config: dict[str, Any]) -> None:
+    """Raise `WsolbenchError` naming the config key at fault (e.g. `methods.trt.set`)."""
+    from wsolbench.config import apply_overrides
+    from wsolbench.registry import get_plugin
+    from wsolbench.runner import resolve_method_config
+
+    for name, entry in config["datasets"].items():
+        where = f"config datasets.{name}"
+        try:
+            plugin = get_plugin("datasets", name)
+        except WsolbenchError as exc:
+            raise WsolbenchError(f"{where}: {exc}") from None
+        knobs = (entry or {}).get("data_set") or {}
+        config_class = getattr(plugin, "config_class", None)
+        if knobs and config_class is None:
+            raise WsolbenchError(f"{where}.data_set: dataset {name!r} takes no generator "
+                                 "knobs")
+        if config_class is not None:
+            try:
+                apply_overrides(config_class(), _values(knobs))
+            except WsolbenchError as exc:
+                raise WsolbenchError(f"{where}.data_set: {exc}") from None
+    for name, entry in config["methods"].items():
+        entry = entry or {}
+        for dataset in config["datasets"]:
+            try:
+                resolve_method_config(name, entry.get("preset"), dataset,
+                                      _values(entry.get("set")))
+            except WsolbenchError as exc:
+                key = "set" if entry.get("set") else "preset"
+                raise WsolbenchError(f"config methods.{name}.{key} (for dataset {dataset!r}): "
+                                     f"{exc}") from None
