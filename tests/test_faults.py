@@ -272,3 +272,82 @@ def test_a_broken_fullsup_image_stops_the_run_before_training(tmp_path, tiny_syn
     assert "split 'fullsup': 1 problem(s)" in done.stderr and "cannot decode" in done.stderr
     assert "Traceback" not in done.stderr and "epoch" not in done.stderr
     assert not (tmp_path / "r" / "runs").exists()
+
+
+def test_damaged_mlflow_store_is_one_line(tmp_path):
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.tracking import MLflowTracker
+
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(WsolbenchError, match=r"mlflow.db: not a usable MLflow store .*"
+                                             r"--no-mlflow"):
+        MLflowTracker("synth-cub", tmp_path)
+
+
+def test_a_killed_writers_temp_file_is_cleared_by_the_next_write(tmp_path):
+    from wsolbench import fileio
+
+    stale = tmp_path / ".results.json.abc123.tmp"
+    stale.write_text("{half")
+    old = fileio._PROCESS_START - 60
+    os.utime(stale, (old, old))
+    fileio.atomic_write_json(tmp_path / "results.json", {"ok": 1})
+    assert not stale.exists() and (tmp_path / "results.json").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_full_disk_is_one_line_and_keeps_earlier_outputs(tmp_path, monkeypatch, capsys):
+    """ENOSPC mid-write: one line, exit 2; the file that was there is untouched (atomic)."""
+    import errno
+
+    from wsolbench import cli, fileio
+
+    target = tmp_path / "results.json"
+    fileio.atomic_write_json(target, {"earlier": True})
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def write_during_command(*_args, **_kwargs):
+        fileio.atomic_save(target, full)
+
+    monkeypatch.setattr(cli, "cli", type("Cli", (), {"main": staticmethod(
+        lambda **_: write_during_command())}))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "No space left on device" in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+    assert target.read_text().strip() == '{\n  "earlier": true\n}'.strip()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_zero_area_cub_box_says_so(tmp_path):
+    from tests.conftest import write_cub
+    from wsolbench.data.cub import read_cub
+    from wsolbench.errors import InputFileError
+
+    root = write_cub(tmp_path)
+    boxes = root / "CUB_200_2011" / "bounding_boxes.txt"
+    lines = boxes.read_text().splitlines()
+    lines[2] = "3 5.0 4.0 0.0 30.0"
+    boxes.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError, match=r"bounding_boxes.txt:3: .*zero or negative width"):
+        read_cub(root)
+
+
+def test_weights_that_do_not_fit_show_shapes_and_what_they_look_like():
+    import timm
+
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.methods.tscam import TSCAM, TSCAMConfig
+
+    model = TSCAM(TSCAMConfig(image_size=32, resize_size=32), 3)
+    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0,
+                              img_size=32)
+    with pytest.raises(WsolbenchError) as err:
+        model.load_pretrained(other.state_dict())
+    message = str(err.value)
+    assert "file: first layer width 192, 12 blocks; model: first layer width 128, 6 blocks" \
+        in message
+    assert "vit.blocks.0.attn.qkv.weight: file (576, 192) vs model (384, 128)" in message

@@ -556,3 +556,14 @@ def main() -> None:
     except WsolbenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        # The environment, not a bug: one line. Outputs are written atomically, so what
+        # was there before is intact; a run's MLflow run is marked FAILED on the way out.
+        click.echo(f"error: cannot write {exc.filename or 'an output'}: {exc.strerror}; "
+                   "free space or fix permissions, then rerun (add --resume to continue a "
+                   "run)", err=True)
+        sys.exit(2)

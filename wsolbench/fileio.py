@@ -11,9 +11,25 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+# Temporary files older than this process cannot be its own: a killed writer left them.
+_PROCESS_START = time.time()
+
+
+def _clear_stale_temps(path: Path) -> None:
+    """Remove `.<name>.*.tmp` siblings of `path` left by a writer that was killed (kill -9
+    skips the cleanup below): created before this process started, so not ours."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < _PROCESS_START - 1.0:
+                stale.unlink()
+        except FileNotFoundError:  # another process cleared it first
+            pass
 
 
 @contextlib.contextmanager
@@ -21,6 +37,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

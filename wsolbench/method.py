@@ -206,6 +206,18 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def _width_hint(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
+    """What the file looks like next to the model: the widths of their first weight
+    matrices and their depths (block counts), e.g. a DeiT-S file for a DeiT-B model."""
+    def describe(tensors: dict[str, torch.Tensor]) -> str:
+        widths = [v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim >= 2]
+        blocks = {k.split("blocks.")[1].split(".")[0] for k in tensors if "blocks." in k}
+        depth = f", {len(blocks)} blocks" if blocks else ""
+        return f"first layer width {widths[0]}{depth}" if widths else "no weight matrices"
+
+    return f"file: {describe(state)}; model: {describe(own)}"
+
+
 def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                   allow_missing: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Load `state` into `module`, dropping shape-mismatched keys (a new head).
@@ -220,9 +232,14 @@ def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str
     missing = sorted(k for k in own if k not in usable and not k.startswith(allow_missing)
                      and not k.endswith("num_batches_tracked"))
     if not usable or missing:
-        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        extra = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
-        raise WsolbenchError(f"{source}: weights do not fit this model; missing keys: "
-                             f"[{shown}]; unexpected keys: [{extra}]")
+        def listed(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in mismatched if not k.startswith(allow_missing)]
+        raise WsolbenchError(
+            f"{source}: weights do not fit this model ({_width_hint(state, own)}); "
+            f"shape mismatches: [{listed(shapes)}]; missing keys: [{listed(missing)}]; "
+            f"unexpected keys: [{listed(unexpected)}]")
     module.load_state_dict(usable, strict=False)
     return {"dropped_shape_mismatch": mismatched, "unexpected": unexpected}

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import file_lock
 
 _KEY_OK = re.compile(r"[^0-9A-Za-z_\-./ ]")
@@ -161,23 +162,35 @@ class MLflowTracker:
         self._lock_path = Path(results_dir) / "mlflow.db.lock"
         self.uri = tracking_uri or default_tracking_uri(Path(results_dir))
         mlflow.set_tracking_uri(self.uri)
-        relocate_store(Path(results_dir))  # a moved results/ keeps writing next to itself
-        with self._locked():  # schema creation and experiment creation: one process at a time
-            found = mlflow.get_experiment_by_name(experiment)
-            if found is None:
-                artifacts = (Path(results_dir) / ARTIFACTS_DIR / experiment).resolve()
-                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri(),
-                                         tags=dict([EXPERIMENT_KIND_TAG]))
-            elif found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
-                mlflow.MlflowClient(self.uri).set_experiment_tag(found.experiment_id,
-                                                                 *EXPERIMENT_KIND_TAG)
-            self.experiment_id = mlflow.set_experiment(experiment).experiment_id
+        try:
+            relocate_store(Path(results_dir))  # a moved results/ keeps writing beside itself
+            with self._locked():  # schema and experiment creation: one process at a time
+                self.experiment_id = self._open_experiment(experiment, Path(results_dir))
+        except Exception as exc:  # sqlite3 / SQLAlchemy / MLflow errors on a damaged store
+            raise WsolbenchError(
+                f"{Path(results_dir) / 'mlflow.db'}: not a usable MLflow store "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); move it away or "
+                "pass --no-mlflow") from None
         self.run_id: str | None = None
         self.run_name: str | None = None
         self._children: dict[str, str] = {}
 
     def _locked(self):
         return file_lock(self._lock_path)
+
+    def _open_experiment(self, experiment: str, results_dir: Path) -> str:
+        """The experiment's id: created with an artifact folder under `results_dir` and the
+        model-training kind tag, or found and tagged (call under the lock)."""
+        mlflow = self._mlflow
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            artifacts = (results_dir / ARTIFACTS_DIR / experiment).resolve()
+            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri(),
+                                     tags=dict([EXPERIMENT_KIND_TAG]))
+        elif found.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+            mlflow.MlflowClient(self.uri).set_experiment_tag(found.experiment_id,
+                                                             *EXPERIMENT_KIND_TAG)
+        return mlflow.set_experiment(experiment).experiment_id
 
     @contextlib.contextmanager
     def run(self, name: str, nested: bool = False, run_id: str | None = None

@@ -116,7 +116,10 @@ def _per_image(path: Path, images: dict[int, tuple[str, int]], images_file: Path
 def _convert_box(x: float, y: float, w: float, h: float, size: tuple[int, int], path: Path,
                  line: int) -> tuple[int, int, int, int]:
     width, height = size
-    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > width or y + h > height:
+    if w <= 0 or h <= 0:
+        raise InputFileError(path, f"box x={x} y={y} w={w} h={h} has zero or negative "
+                                   "width or height", line)
+    if x < 0 or y < 0 or x + w > width or y + h > height:
         raise InputFileError(path, f"box x={x} y={y} w={w} h={h} lies outside the "
                                    f"{width}x{height} image", line)
     x0, y0 = int(x), int(y)
