@@ -73,6 +73,7 @@ class CAM(WSOLMethod):
     """CNN backbone + GAP + linear classifier; maps from the classifier weights."""
 
     name = "cam"
+    display_name = "CAM"
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     config_class = CAMConfig
     channels_last = True

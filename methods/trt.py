@@ -115,6 +115,7 @@ def _fresh_copy(module: nn.Module) -> nn.Module:
 
 class TRT(WSOLMethod):
     name = "trt"
+    display_name = "TRT"
     paper = "Su et al., Re-Attention Transformer for Weakly Supervised Object Localization, " \
             "BMVC 2022"
     config_class = TRTConfig

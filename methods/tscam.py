@@ -39,6 +39,7 @@ class TSCAMConfig(MethodConfig):
 
 class TSCAM(WSOLMethod):
     name = "tscam"
+    display_name = "TS-CAM"
     paper = "Gao et al., TS-CAM: Token Semantic Coupled Attention Map, ICCV 2021"
     config_class = TSCAMConfig
     presets = {

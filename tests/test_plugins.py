@@ -67,6 +67,13 @@ def test_documented_plugins_are_listed_run_and_scored_by_the_core(tmp_path, tiny
     results = json.loads((next((tmp_path / "results" / "runs").rglob("results.json")))
                          .read_text())
     assert results["method"] == "gapnet"
+    # Tabulated by the unchanged core: the default method list comes from the runs on disk.
+    (tmp_path / "reported.csv").write_text(
+        "method,backbone,input,dataset,metric,value,source,note\n")
+    wsolbench("tables", "--results-dir", str(tmp_path / "results"), "--role", "cub=synth-cub",
+              "--seeds", "0", "--reported", str(tmp_path / "reported.csv"), "--resamples", "10")
+    table2 = (tmp_path / "results" / "tables" / "table2.md").read_text()
+    assert "| gapnet | ? | 32 | synth-cub |" in table2
     assert 0 <= results["metrics"]["test"]["maxboxacc_v2"]["mean"] <= 100
     maps = tmp_path / "maps"
     for record in tiny_synth.fullsup:

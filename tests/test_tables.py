@@ -38,6 +38,7 @@ def write_run(root, dataset, method, seed, numbers, n_images=10, config=None,
     run_dir.mkdir(parents=True)
     results = {
         "select_checkpoint": select_checkpoint,
+        "display_name": {"cam": "CAM", "trt": "TRT", "tscam": "TS-CAM"}[method],
         "config": {"image_size": 64, "cam_threshold": 0.25,
                    **({"backbone": "smallcnn"} if method == "cam" else {"model": "vit_synth"}),
                    **(config or {})},

@@ -346,7 +346,9 @@ _synth_command("synth-openimages", "openimages", "SynthImageNetConfig")
 @click.option("--role", "roles", multiple=True, metavar="ROLE=DATASET",
               help="Which dataset stands in each real dataset's table: cub=synth-cub "
                    "(Tables 1-2), ilsvrc=synth-imagenet (Table 3). Repeatable.")
-@click.option("--methods", default="cam,tscam,trt", show_default=True)
+@click.option("--methods", default=None,
+              help="Comma-separated method names (default: every method with runs of the "
+                   "dataset(s) under RESULTS_DIR/runs).")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
 @click.option("--protocols", default="paper,fair,wsolevaluation", show_default=True,
               help="Measured protocols to show.")
@@ -368,7 +370,11 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
     bad = set(chosen) - {"paper", "fair", "wsolevaluation"}
     if bad:
         raise click.BadParameter(f"unknown protocol(s) {sorted(bad)}", param_hint="--protocols")
-    written = make_tables(results_dir, role_map, _name_list(methods), _int_list(seeds), chosen,
+    from wsolbench.tables import methods_with_runs
+
+    methods = (_name_list(methods) if methods
+               else methods_with_runs(results_dir, list(dict.fromkeys(role_map.values()))))
+    written = make_tables(results_dir, role_map, methods, _int_list(seeds), chosen,
                           reported, out or results_dir / "tables", resamples)
     for path in written.values():
         click.echo(path)
@@ -379,7 +385,9 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
 
 @cli.command()
 @_data_source_options
-@click.option("--methods", default="cam,tscam,trt", show_default=True)
+@click.option("--methods", default=None,
+              help="Comma-separated method names (default: every method with runs of the "
+                   "dataset(s) under RESULTS_DIR/runs).")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
 @click.option("--images", type=int, default=6, show_default=True,
               help="Rows of the qualitative grid.")
@@ -389,10 +397,12 @@ def figures(dataset, data_root, fullsup_metadata, fullsup_images, data_set, resu
             methods, seeds, images, out) -> None:
     """Qualitative grid, BoxAcc-vs-threshold curves and error categories of one dataset."""
     from wsolbench.report import make_figures
+    from wsolbench.tables import methods_with_runs
 
     data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
                       results_dir)
-    paths = make_figures(results_dir, data, _name_list(methods), _int_list(seeds),
+    methods = _name_list(methods) if methods else methods_with_runs(results_dir, [dataset])
+    paths = make_figures(results_dir, data, methods, _int_list(seeds),
                          out or results_dir / "figures" / data.name, images)
     for path in paths:
         click.echo(path)

@@ -103,6 +103,7 @@ class WSOLMethod(nn.Module):
     """Base class of method plugins. Subclasses set `name`, `config_class`, `presets`."""
 
     name: ClassVar[str]
+    display_name: ClassVar[str] = ""  # how tables and figures name it (default: `name`)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     presets: ClassVar[dict[str, MethodConfig]] = {}
     paper: ClassVar[str] = ""

@@ -313,7 +313,8 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
 
     run_dir = opts.results_dir / "runs" / data.name / opts.method / str(opts.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {"method": opts.method, "dataset": data.name, "seed": opts.seed, "preset": preset,
+    resolved = {"method": opts.method, "display_name": method_cls.display_name or opts.method,
+                "dataset": data.name, "seed": opts.seed, "preset": preset,
                 "device": opts.device, "config": dataclasses.asdict(cfg),
                 "dataset_info": data.info, "pretrained": pretrained,
                 "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval, "curve_step": opts.curve_step},

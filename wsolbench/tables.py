@@ -28,7 +28,6 @@ import pandas as pd
 from wsolbench.errors import InputFileError, WsolbenchError
 from wsolbench.stats import seed_summary
 
-DISPLAY_NAMES = {"cam": "CAM", "tscam": "TS-CAM", "trt": "TRT"}
 REAL_NAMES = {"cub": "CUB-200-2011", "ilsvrc": "ILSVRC"}
 REPORTED_COLUMNS = ("method", "backbone", "input", "dataset", "metric", "value", "source", "note")
 PROTOCOL_NOTES = {
@@ -120,16 +119,30 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                 base = {"dataset": dataset, "method": method, "seed": seed,
                         "backbone": _backbone(results["config"]),
                         "input": int(results["config"]["image_size"]),
+                        "display_name": results.get("display_name", method),
                         "selection": results.get("select_checkpoint", "last"),
                         "mlflow_run_id": results.get("mlflow_run_id")}
                 rows += [{**base, **n} for n in numbers]
     return pd.DataFrame(rows)
 
 
+def methods_with_runs(results_dir: Path, datasets: list[str]) -> list[str]:
+    """Method names with a run folder on every one of `datasets` (the default method list of
+    `tables` and `figures`: whatever was run, built-in or plugin), sorted."""
+    found = [{p.name for p in (Path(results_dir) / "runs" / d).glob("*") if p.is_dir()}
+             for d in datasets]
+    methods = sorted(set.intersection(*found)) if found else []
+    if not methods:
+        raise WsolbenchError(f"{Path(results_dir) / 'runs'}: no method has runs on "
+                             f"{', '.join(datasets)}; `wsolbench run` first")
+    return methods
+
+
 def summarize_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, 95 % CI and seed count per (dataset, method, backbone, input, checkpoint
     selection, protocol, metric)."""
-    keys = ["dataset", "method", "backbone", "input", "selection", "protocol", "metric"]
+    keys = ["dataset", "method", "display_name", "backbone", "input", "selection", "protocol",
+            "metric"]
     out = [{**dict(zip(keys, group)), **seed_summary(frame["value"])}
            for group, frame in runs.groupby(keys, sort=False)]
     return pd.DataFrame(out)
@@ -229,7 +242,8 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
                 if selection == "test":
                     label += f", checkpoint on test {TEST_SELECTION_MARK}"
                     test_selected = True
-                cell_rows.append([DISPLAY_NAMES.get(method, method), backbone, str(size),
+                names = summary.loc[summary["method"] == method, "display_name"]
+                cell_rows.append([names.iloc[0] if len(names) else method, backbone, str(size),
                                   dataset] + cells + [label])
                 number_rows += [{"method": method, "backbone": backbone, "input": size,
                                  "data": dataset, "protocol": protocol, "metric": k,
