@@ -123,8 +123,9 @@ class MaxBoxAcc(MaxBoxAccV2):
     multi_contour = False
     default_ious = (50,)
 
-    def __init__(self, cam_curve_interval: float = 0.01, iou_thresholds: tuple[int, ...] | None
+    def __init__(self, cam_curve_interval: float = 0.001, iou_thresholds: tuple[int, ...] | None
                  = None, eval_size: int = 224, first_box_only: bool = False,
                  scoremaps: bool = False) -> None:
+        # 0.001: wsolevaluation's default for every box metric (one step, one default).
         super().__init__(cam_curve_interval, iou_thresholds, eval_size, first_box_only,
                          scoremaps)

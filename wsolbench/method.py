@@ -120,6 +120,12 @@ class WSOLMethod(nn.Module):
         raise NotImplementedError
 
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        """Raw maps `[B, h, w]` of `labels` and the logits `[B, K]` (detached).
+
+        Evaluation calls this under `torch.no_grad()`; a method that needs gradients (Grad-CAM
+        and its family) computes them inside `with torch.enable_grad():`, which is allowed
+        and tested (tests/test_contracts.py).
+        """
         raise NotImplementedError  # pragma: no cover - abstract
 
     # Training stages. Most methods have one; TRT trains in two (docs/methods.md §1.1).

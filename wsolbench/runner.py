@@ -164,7 +164,8 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
         "paper": paper_protocol(cfg, opts),
         "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
             cam_curve_interval=opts.cam_curve_interval, first_box_only=opts.first_box_only),
-        "maxboxacc": get_plugin("protocols", "maxboxacc")(first_box_only=opts.first_box_only),
+        "maxboxacc": get_plugin("protocols", "maxboxacc")(
+            cam_curve_interval=opts.cam_curve_interval, first_box_only=opts.first_box_only),
     }
     if records and all(r.mask_paths for r in records):
         protocols["pxap"] = get_plugin("protocols", "pxap")(cam_curve_interval=opts.cam_curve_interval)
