@@ -29,10 +29,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-
 from wsolbench.protocols.maxboxacc import MaxBoxAccV2  # noqa: E402
-from wsolbench.boxes import (contour_boxes, integer_thresholds, iou_matrix,  # noqa: E402
-                             scale_boxes_wsolevaluation, threshold_grid)
+
+from wsolbench.boxes import (  # noqa: E402
+    contour_boxes,
+    integer_thresholds,
+    iou_matrix,
+    scale_boxes_wsolevaluation,
+    threshold_grid,
+)
 from wsolbench.postprocess import quantize, scoremap_wsolevaluation  # noqa: E402
 from wsolbench.protocol import EvalBatch  # noqa: E402
 

@@ -18,7 +18,6 @@ import time
 
 import timm
 import torch
-
 from wsolbench.methods.trt import TRT, TRTConfig
 from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 

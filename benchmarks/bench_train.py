@@ -50,7 +50,7 @@ def measure(method_name: str, variant: str, args) -> dict:
     from torch import nn
 
     from wsolbench.engine import Speed, _make_optimizer, _memory_format
-    from wsolbench.runner import build_method
+    from wsolbench.resolve import build_method
 
     device = torch.device(args.device)
     torch.manual_seed(0)

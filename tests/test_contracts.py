@@ -164,8 +164,9 @@ def test_dataset_contract(name, tmp_path):
 
 def test_gradient_based_localize_works_where_evaluation_calls_it():
     """`predict` runs `localize` under no_grad: a gradient method enables grad inside."""
-    from wsolbench.method import Localization
     from wsolbench.methods.cam import CAM
+
+    from wsolbench.method import Localization
 
     class GradientCAM(CAM):
         def localize(self, images, labels):

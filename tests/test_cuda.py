@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wsolbench.engine import Speed, predict, train
-from wsolbench.runner import build_method
+from wsolbench.resolve import build_method
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

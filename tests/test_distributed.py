@@ -12,7 +12,9 @@ import torch
 from tests.conftest import TINY_SYNTH
 from wsolbench.distributed import DistContext, EpochShardSampler, unshard
 from wsolbench.engine import Speed, train
-from wsolbench.runner import RunOptions, build_method, evaluate_split
+from wsolbench.options import RunOptions
+from wsolbench.resolve import build_method
+from wsolbench.suite import evaluate_split
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 

@@ -182,7 +182,8 @@ def test_checkpoint_from_another_version_is_named(tmp_path, tiny_synth, tiny_syn
 
     from tests.conftest import TINY_SYNTH
     from wsolbench.errors import WsolbenchError
-    from wsolbench.runner import RunOptions, evaluate_checkpoint, run
+    from wsolbench.options import RunOptions
+    from wsolbench.runner import evaluate_checkpoint, run
     from wsolbench.tracking import NullTracker
 
     opts = RunOptions(method="cam", dataset="synth-cub", data_root=tiny_synth_dir,
@@ -339,9 +340,9 @@ def test_zero_area_cub_box_says_so(tmp_path):
 
 def test_weights_that_do_not_fit_show_shapes_and_what_they_look_like():
     import timm
+    from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 
     from wsolbench.errors import WsolbenchError
-    from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 
     model = TSCAM(TSCAMConfig(image_size=32, resize_size=32), 3)
     other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0,

@@ -24,8 +24,9 @@ def trt_store(tmp_path_factory, tiny_synth, tiny_synth_dir):
     from click.testing import CliRunner
 
     from wsolbench.cli import cli
+    from wsolbench.options import RunOptions
     from wsolbench.report import make_tables
-    from wsolbench.runner import RunOptions, run
+    from wsolbench.runner import run
 
     results = tmp_path_factory.mktemp("store") / "results"
     opts = RunOptions(method="trt", dataset="synth-cub", data_root=tiny_synth_dir,

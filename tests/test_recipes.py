@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from wsolbench.methods.cam import CAM
 from wsolbench.methods.trt import TRT, TRTConfig
 from wsolbench.methods.tscam import TSCAM, TSCAMConfig
+
 from wsolbench.data.cub import official_box, read_cub
 from wsolbench.engine import _make_optimizer
 from wsolbench.registry import get_plugin
@@ -331,7 +331,8 @@ def test_trt_cub384_preset_matches_the_official_384_recipe():
     assert (cfg.stage2_epochs, cfg.stage2_lr_steps, cfg.cam_threshold) == (20, (10,), 0.1)
     stage2 = TRT(dataclasses_replace(cfg, model="vit_synth"), 2).stage_config("cam")
     assert stage2.lr_factor == 0.1 and stage2.epochs == 20
-    from wsolbench.runner import RunOptions, paper_protocol
+    from wsolbench.options import RunOptions
+    from wsolbench.suite import paper_protocol
 
     # The official code evaluates in the crop-size frame (cams_deit: CROP_SIZE).
     assert paper_protocol(cfg, RunOptions(method="trt", dataset="cub")).eval_size == 384
@@ -394,7 +395,8 @@ def test_selection_keeps_each_stage_best_epoch_and_stage2_starts_from_it(tiny_sy
 
 def test_selection_resumes_after_a_kill_exactly(tiny_synth, tmp_path):
     from wsolbench.engine import Speed, train
-    from wsolbench.runner import RunOptions, checkpoint_scorer
+    from wsolbench.options import RunOptions
+    from wsolbench.suite import checkpoint_scorer
 
     opts = RunOptions(method="trt", dataset="synth-cub", select_checkpoint="fullsup")
     cpu = torch.device("cpu")
@@ -416,7 +418,7 @@ def test_selection_resumes_after_a_kill_exactly(tiny_synth, tmp_path):
 
 def test_select_checkpoint_refuses_unknown_values():
     from wsolbench.errors import WsolbenchError
-    from wsolbench.runner import RunOptions
+    from wsolbench.options import RunOptions
 
     with pytest.raises(WsolbenchError, match="select-checkpoint"):
         RunOptions(method="trt", dataset="cub", select_checkpoint="best")

@@ -11,7 +11,9 @@ import torch
 
 from tests.conftest import TINY_SYNTH
 from wsolbench.engine import train
-from wsolbench.runner import RunOptions, build_method, run
+from wsolbench.options import RunOptions
+from wsolbench.resolve import build_method
+from wsolbench.runner import run
 from wsolbench.tracking import NullTracker
 
 FAST = {"epochs": "1", "batch_size": "16", "image_size": "32", "resize_size": "36",

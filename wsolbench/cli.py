@@ -79,7 +79,8 @@ def _dataset_options(func):
 
 
 def _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir):
-    from wsolbench.runner import RunOptions, check_splits, load_dataset
+    from wsolbench.options import RunOptions
+    from wsolbench.resolve import check_splits, load_dataset
 
     opts = RunOptions(method="", dataset=dataset, data_root=data_root,
                       fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
@@ -157,7 +158,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
     Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
     checkpoint.pt, predictions, grid.png).
     """
-    from wsolbench.runner import RunOptions, run as run_job
+    from wsolbench.options import RunOptions
+    from wsolbench.runner import run as run_job
 
     overrides = _overrides(settings)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
@@ -212,7 +214,8 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
              first_box_only, out_dir, json_out) -> None:
     """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits, into a
     folder of its own (the evaluated run's files are never touched)."""
-    from wsolbench.runner import RunOptions, evaluate_checkpoint
+    from wsolbench.options import RunOptions
+    from wsolbench.runner import evaluate_checkpoint
 
     opts = RunOptions(method="", dataset=dataset, device=device, data_root=data_root,
                       fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
@@ -318,9 +321,8 @@ def data_prepare(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
                  json_out) -> None:
     """Read (synth: generate) a dataset once and check every split completely (every image
     decoded, sizes against the annotations, boxes, masks), before jobs use it."""
-    from wsolbench.fileio import atomic_write_json
-
     from wsolbench.data.images import check_images
+    from wsolbench.fileio import atomic_write_json
 
     data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
                       results_dir)
@@ -446,8 +448,7 @@ def ui(results_dir, host, port) -> None:
     and starts `mlflow ui` lean: one worker, no background job runners (about 0.5 GB
     instead of ~3 GB).
     """
-    from wsolbench.tracking import (MODEL_TRAINING_QUERY, default_tracking_uri,
-                                    prepare_store_for_ui)
+    from wsolbench.tracking import MODEL_TRAINING_QUERY, default_tracking_uri, prepare_store_for_ui
 
     if not (results_dir / "mlflow.db").is_file():
         raise WsolbenchError(f"{results_dir / 'mlflow.db'}: no MLflow store there yet "
@@ -484,7 +485,7 @@ def _summarized_run_ids(files: list[Path], results_dir: Path) -> list[str]:
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
-    from wsolbench.runner import flat_metrics
+    from wsolbench.suite import flat_metrics
 
     return flat_metrics(metrics)
 

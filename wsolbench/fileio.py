@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 # Temporary files older than this process cannot be its own: a killed writer left them.
 _PROCESS_START = time.time()
 

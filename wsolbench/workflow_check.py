@@ -27,7 +27,7 @@ def check_workflow_config(config: dict[str, Any]) -> None:
     """Raise `WsolbenchError` naming the config key at fault (e.g. `methods.trt.set`)."""
     from wsolbench.config import apply_overrides
     from wsolbench.registry import get_plugin
-    from wsolbench.runner import resolve_method_config
+    from wsolbench.resolve import resolve_method_config
 
     for name, entry in config["datasets"].items():
         where = f"config datasets.{name}"

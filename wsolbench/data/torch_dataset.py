@@ -19,7 +19,6 @@ from wsolbench.data.images import load_rgb
 from wsolbench.data.records import Record
 from wsolbench.errors import WsolbenchError
 
-
 TRAIN_TRANSFORMS = ("resize_crop_flip", "timm_randaug")
 
 

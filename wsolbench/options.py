@@ -1,0 +1,69 @@
+"""What `wsolbench run` was asked to do: the options, validated before any work."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsolbench.errors import WsolbenchError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `wsolbench run` was asked to do (the CLI fills it)."""
+
+    method: str
+    dataset: str
+    seed: int = 0
+    preset: str | None = None
+    device: str = "cpu"
+    data_root: Path | None = None
+    fullsup_metadata: Path | None = None
+    fullsup_images: Path | None = None
+    results_dir: Path = Path("results")
+    overrides: dict[str, str] = field(default_factory=dict)
+    dataset_overrides: dict[str, str] = field(default_factory=dict)
+    pretrained: Path | None = None
+    pretrained_sha256: str | None = None
+    resume: bool = False
+    num_workers: int = 0
+    mlflow: bool = True
+    cam_curve_interval: float = 0.001  # MaxBoxAccV2 tau step (wsolevaluation's training config)
+    curve_step: float = 0.01  # Top-k/GT-known Loc tau grid for the fair protocol
+    baselines: bool = True
+    eval_workers: int = 2  # processes for protocol evaluation (shards merge exactly)
+    first_box_only: bool = False  # match only each image's first GT box (TRT repo behaviour)
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    precision: str = "fp32"  # or "bf16" autocast (CUDA, and CPUs with bf16 support)
+    compile: bool = False  # torch.compile each training stage's forward
+    eval_every: int = 0  # held-out (train-fullsup) check every K epochs; 0: only at the end
+    # Which epoch of each stage is kept: "last", "fullsup" (best Top-1 Loc on train-fullsup)
+    # or "test" (best Top-1 Loc on test: the official code's choice, which leaks the test
+    # split; every output of such a run says so). See docs/recipes.md.
+    select_checkpoint: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.select_checkpoint not in SELECT_CHOICES:
+            raise WsolbenchError(f"--select-checkpoint must be one of "
+                                 f"{', '.join(SELECT_CHOICES)}, got {self.select_checkpoint!r}")
+        if self.pretrained_sha256 and not self.pretrained:
+            raise WsolbenchError("--pretrained-sha256 pins the weights of --pretrained, which "
+                                 "is not given")
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise WsolbenchError(f"--pretrained: weights file not found: {self.pretrained}")
+
+
+def check_writable_dir(path: Path, what: str = "--results-dir") -> None:
+    """Refuse up front an output folder that is a file or cannot be written, so a run never
+    fails after hours of training on its first write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WsolbenchError(f"{what} {path} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WsolbenchError(f"{what} {path}: {existing} is not writable")
+
+
+SELECT_CHOICES = ("last", "fullsup", "test")
+TEST_SELECTION_NOTE = "checkpoint chosen on the test split, as the official code does"

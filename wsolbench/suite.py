@@ -1,0 +1,179 @@
+"""The evaluation suite of a run: every protocol on test and train-fullsup, the `fair`
+threshold transfer, the baselines, checkpoint-selection scores (docs/protocols.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsolbench.fileio import atomic_write_text
+from wsolbench.options import RunOptions
+from wsolbench.per_image import per_image_outcomes
+from wsolbench.registry import get_plugin
+
+PER_IMAGE_NAME = "per_image_test.csv"
+
+
+def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
+    """Every protocol on one split's predictions; returns protocol objects' results."""
+    from wsolbench.evaluation import evaluate
+
+    protocols = {
+        "classification": get_plugin("protocols", "classification")(),
+        "paper": paper_protocol(cfg, opts),
+        "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
+            cam_curve_interval=opts.cam_curve_interval, first_box_only=opts.first_box_only),
+        "maxboxacc": get_plugin("protocols", "maxboxacc")(
+            cam_curve_interval=opts.cam_curve_interval, first_box_only=opts.first_box_only),
+    }
+    if records and all(r.mask_paths for r in records):
+        protocols["pxap"] = get_plugin("protocols", "pxap")(
+            cam_curve_interval=opts.cam_curve_interval)
+    evaluate(list(protocols.values()), records, preds.maps, preds.logits,
+             workers=opts.eval_workers, desc=f"evaluate {len(records)} images")
+    return protocols
+
+
+def paper_protocol(cfg, opts: RunOptions):
+    """The `loc_acc` protocol as the official code runs it for this method config: the
+    config's CAM threshold, maps resized to the crop size (upstream's `CROP_SIZE` frame)."""
+    return get_plugin("protocols", "loc_acc")(cam_threshold=cfg.cam_threshold,
+                                              eval_size=cfg.image_size,
+                                              curve_step=opts.curve_step,
+                                              first_box_only=opts.first_box_only)
+
+
+def checkpoint_scorer(method, data, opts: RunOptions, device, speed):
+    """`--select-checkpoint`: a function of the stage giving Top-1 Loc (%) of the paper
+    protocol on the chosen split (the official scripts keep the epoch with the best Top-1
+    Loc); None for `last`."""
+    if opts.select_checkpoint == "last":
+        return None
+    from wsolbench.engine import predict
+    from wsolbench.evaluation import evaluate
+
+    records = data.split(opts.select_checkpoint)
+
+    def score(stage: str) -> float:
+        preds = predict(method, records, device=device, num_workers=opts.num_workers,
+                        desc=f"select on {opts.select_checkpoint}", speed=speed, stage=stage)
+        loc = paper_protocol(method.stage_config(stage), opts)
+        evaluate([loc], records, preds.maps, preds.logits, workers=1)
+        return float(loc.compute()["top1_loc"])
+
+    return score
+
+
+def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+    """Thresholds chosen on train-fullsup, applied to test (never chosen on test)."""
+    tau = fullsup["paper"].best_threshold()
+    out = {"selected_on": "fullsup", **test["paper"].at_threshold(tau)}
+    box_full, box_test = fullsup["maxboxacc_v2"], test["maxboxacc_v2"]
+    correct_full, correct_test = box_full.state["correct"], box_test.state["correct"]
+    per_iou = {}
+    for row, delta in enumerate(box_test.iou_thresholds):
+        index = int(np.argmax(correct_full[row]))
+        per_iou[str(delta)] = {"threshold": float(box_test.thresholds[index]),
+                               "acc": float(correct_test[row, index] * 100.0 / box_test.n)}
+    out["boxacc_v2"] = {"mean": float(np.mean([v["acc"] for v in per_iou.values()])),
+                        "per_iou": per_iou}
+    return out
+
+
+def run_baselines(records, opts: RunOptions) -> dict[str, Any]:
+    from wsolbench.baselines import available, baseline_maps
+    from wsolbench.evaluation import evaluate
+
+    out = {}
+    for name in available(records):
+        protocol = get_plugin("protocols", "maxboxacc_v2")(
+            cam_curve_interval=opts.cam_curve_interval)
+        evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}",
+                 workers=opts.eval_workers)
+        out[name] = {"maxboxacc_v2": protocol.compute()["mean"]}
+    return out
+
+
+def heldout_check(method, data, opts: RunOptions, device, speed) -> dict[str, float]:
+    """Mid-training look at the held-out split: best GT-known Loc over tau, MaxBoxAccV2."""
+    from wsolbench.engine import predict
+    from wsolbench.evaluation import evaluate
+
+    preds = predict(method, data.fullsup, device=device, num_workers=opts.num_workers,
+                    desc="held-out check", speed=speed)
+    loc = paper_protocol(method.config, opts)
+    box = get_plugin("protocols", "maxboxacc_v2")(cam_curve_interval=opts.curve_step)
+    evaluate([loc, box], data.fullsup, preds.maps, preds.logits, workers=1)
+    return {"fullsup_gt_known_best": float(max(loc.compute()["curves"]["gt_known_loc"])),
+            "fullsup_maxboxacc_v2": box.compute()["mean"]}
+
+
+def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device, ctx=None,
+                   speed=None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Localize test and train-fullsup, run every protocol, the fair transfer and baselines.
+
+    Under torchrun each rank localizes and scores its strided shard of every split; rank 0
+    merges the shards' counters (`Protocol.merge`: exactly the single-process counters) and
+    their maps (saved, and used for the per-image file). Other ranks return `({}, {})`.
+    """
+    from wsolbench.distributed import DistContext, unshard
+    from wsolbench.engine import Predictions, Speed, predict
+
+    ctx = ctx or DistContext()
+    speed = speed or Speed()
+    preds, evaluated = {}, {}
+    for split in ("test", "fullsup"):
+        mine = ctx.shard(data.split(split))
+        part = protos = None
+        if mine:
+            part = predict(method, mine, device=device, num_workers=opts.num_workers,
+                           desc=f"localize {split}", speed=speed)
+            protos = evaluate_split(mine, part, method.config, opts)
+        shards = ctx.gather((part, protos))
+        if not ctx.is_main:
+            continue
+        parts = [p for p, _ in shards if p is not None]
+        preds[split] = Predictions(
+            image_ids=unshard([p.image_ids for p in parts]),
+            maps=np.stack(unshard([list(p.maps) for p in parts])),
+            logits=np.stack(unshard([list(p.logits) for p in parts])),
+            labels=np.asarray(unshard([list(p.labels) for p in parts]), dtype=np.int64))
+        merged = shards[0][1]
+        for _, other in shards[1:]:
+            if other is not None:
+                for name, protocol in merged.items():
+                    protocol.merge(other[name])
+        evaluated[split] = merged
+        preds[split].save(out_dir / f"predictions_{split}.npz")
+    if not ctx.is_main:
+        return {}, {}
+    metrics: dict[str, Any] = {s: {k: p.compute() for k, p in protos.items()}
+                               for s, protos in evaluated.items()}
+    metrics["fair"] = fair_protocol(evaluated["fullsup"], evaluated["test"])
+    test = evaluated["test"]
+    outcomes = per_image_outcomes(data.test, preds["test"].maps, preds["test"].logits,
+                                  test["paper"], test["maxboxacc_v2"],
+                                  fair_tau=metrics["fair"]["cam_threshold"])
+    atomic_write_text(out_dir / PER_IMAGE_NAME, outcomes.to_csv(index=False))
+    if opts.baselines:
+        metrics["baselines"] = run_baselines(data.test, opts)
+    return metrics, preds
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics as `split/protocol/name` keys (curves and params left out)."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if key in ("curves", "params", "protocol", "metric"):
+                    continue
+                walk(f"{prefix}/{key}" if prefix else str(key), value)
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            out[prefix] = float(obj)
+
+    walk("", metrics)
+    return out
