@@ -53,6 +53,7 @@ def test_listing_does_not_import_torch():
     assert "cam" in out.stdout
 
 
+@pytest.mark.slow
 def test_plugins_load_beside_a_users_own_methods_and_protocols(tmp_path):
     """The built-in plugins install as `wsolbench.methods` / `wsolbench.protocols`: a user's
     `methods.py` and `protocols/` package in the working directory (first on sys.path)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # every test runs Snakemake in a subprocess (3-50 s each)
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -106,7 +108,6 @@ def tiny_config(results: Path) -> dict:
     }
 
 
-@pytest.mark.slow
 def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     results = tmp_path / "results"
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(results)))
