@@ -353,3 +353,33 @@ def test_weights_that_do_not_fit_show_shapes_and_what_they_look_like():
     assert "file: first layer width 192, 12 blocks; model: first layer width 128, 6 blocks" \
         in message
     assert "vit.blocks.0.attn.qkv.weight: file (576, 192) vs model (384, 128)" in message
+
+
+def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_synth,
+                                                                  tiny_synth_dir):
+    """Same dataset, method and seed, other epochs: the first run's files are moved aside,
+    byte for byte, and the rerun says so; a rerun of the same config keeps the folder."""
+    from tests.conftest import TINY_SYNTH
+    from wsolbench.options import RunOptions
+    from wsolbench.runner import run
+    from wsolbench.tracking import NullTracker
+
+    def options(epochs):
+        return RunOptions(method="cam", dataset="synth-cub", data_root=tiny_synth_dir,
+                          results_dir=tmp_path, dataset_overrides=TINY_SYNTH, mlflow=False,
+                          baselines=False, cam_curve_interval=0.01,
+                          overrides={"epochs": str(epochs), "image_size": "32",
+                                     "resize_size": "36", "width": "16"})
+
+    run(options(1), tracker=NullTracker())
+    run_dir = tmp_path / "runs" / "synth-cub" / "cam" / "0"
+    run(options(1), tracker=NullTracker())  # same config: a rerun in place
+    assert not (run_dir / "superseded").exists()
+    first = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    run(options(2), tracker=NullTracker())
+    (kept,) = list((run_dir / "superseded").iterdir())
+    moved = {p.name: p.read_bytes() for p in kept.iterdir()}
+    assert set(moved) == set(first) and moved["results.json"] == first["results.json"]
+    import json
+
+    assert json.loads((run_dir / "results.json").read_text())["config"]["epochs"] == 2

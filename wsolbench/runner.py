@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -30,6 +31,38 @@ logger = logging.getLogger(__name__)
 
 GRID_IMAGES = 16
 MLFLOW_RUN_ID_NAME = "mlflow_run_id"  # the run folder's MLflow run, for --resume
+
+
+SUPERSEDED_DIR = "superseded"
+
+
+def keep_other_run(run_dir: Path, resolved: dict[str, Any]) -> Path | None:
+    """Move the files of an earlier run of *another* config, data or seed out of the way
+    (into `<run>/superseded/<time>/`) before this run writes, and say so: a finished run is
+    never overwritten silently, nor is a config.json written beside another run's results.
+    A rerun or resume of the same configuration keeps the folder as it is."""
+    previous = run_dir / "config.json"
+    if not previous.is_file():
+        return None
+    try:
+        earlier = json.loads(previous.read_text())
+    except (OSError, json.JSONDecodeError):
+        earlier = {}
+    keys = ("config", "dataset_info", "seed", "pretrained", "select_checkpoint")
+    same = json.loads(json.dumps({k: earlier.get(k) for k in keys}, default=str)) == \
+        json.loads(json.dumps({k: resolved.get(k) for k in keys}, default=str))
+    if same:
+        return None
+    differs = [k for k in keys if json.dumps(earlier.get(k), default=str, sort_keys=True)
+               != json.dumps(resolved.get(k), default=str, sort_keys=True)]
+    target = run_dir / SUPERSEDED_DIR / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in run_dir.iterdir():
+        if path.is_file():
+            path.rename(target / path.name)
+    logger.warning("%s held a run of another %s: its files were moved to %s", run_dir,
+                   " / ".join(differs), target)
+    return target
 
 
 def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,6 +157,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                 "git_commit": git_commit(), "versions": package_versions()}
     if opts.select_checkpoint == "test":
         resolved["warning"] = TEST_SELECTION_NOTE
+    moved = keep_other_run(run_dir, resolved) if ctx.is_main else None
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
 
@@ -136,7 +170,10 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     # A --resume that continues a checkpoint continues its MLflow run too; any other rerun
     # closes the earlier attempt's run if a kill left it RUNNING (no phantom live runs).
     run_id_file = run_dir / MLFLOW_RUN_ID_NAME
-    previous_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    earlier_id_file = run_id_file if run_id_file.is_file() else (
+        moved / MLFLOW_RUN_ID_NAME if moved else None)
+    previous_id = (earlier_id_file.read_text().strip()
+                   if earlier_id_file and earlier_id_file.is_file() else None)
     resumed = resumed_history(run_dir, cfg, fingerprint, opts.seed) if opts.resume else None
     reopen = previous_id if resumed is not None else None
     with tracker.run(f"{opts.method}-seed{opts.seed}", run_id=reopen):
