@@ -63,10 +63,13 @@ def test_documented_plugins_are_listed_run_and_scored_by_the_core(tmp_path, tiny
               str(tiny_synth_dir), "--results-dir", str(tmp_path / "results"), *data_sets,
               "--epochs", "1", "--set", "image_size=32", "--set", "resize_size=36",
               "--no-mlflow", "--no-baselines", "--cam-curve-interval", "0.01",
-              "--eval-workers", "1")
+              "--eval-workers", "1", "--protocol", "centre_hit")
     results = json.loads((next((tmp_path / "results" / "runs").rglob("results.json")))
                          .read_text())
     assert results["method"] == "gapnet"
+    # The plugin protocol ran in the run's suite, on both evaluated splits.
+    for split in ("test", "fullsup"):
+        assert 0 <= results["metrics"][split]["centre_hit"]["centre_hit"] <= 100
     # Tabulated by the unchanged core: the default method list comes from the runs on disk.
     (tmp_path / "reported.csv").write_text(
         "method,backbone,input,dataset,metric,value,source,note\n")

@@ -139,6 +139,9 @@ def cli() -> None:
 @click.option("--eval-every", type=click.IntRange(0), default=0, show_default=True,
               help="Check the held-out train-fullsup split every K epochs (never test); "
                    "0: evaluate only at the end.")
+@click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
+              help="Also evaluate this registered protocol (`wsolbench list protocols`; a "
+                   "plugin's own), on test and train-fullsup. Repeatable.")
 @click.option("--select-checkpoint", type=click.Choice(["last", "fullsup", "test"]),
               default="last", show_default=True,
               help="Which epoch of each training stage is kept: the last; the best Top-1 Loc "
@@ -151,8 +154,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
         results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers, first_box_only,
         seed,
         preset, epochs, batch_size, lr, settings, pretrained, pretrained_sha256, resume,
-        no_mlflow, threads, precision, compile_, eval_every, select_checkpoint,
-        nproc_per_node) -> None:
+        no_mlflow, threads, precision, compile_, eval_every, extra_protocols,
+        select_checkpoint, nproc_per_node) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
     Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
@@ -175,7 +178,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       baselines=not no_baselines, eval_workers=eval_workers,
                       first_box_only=first_box_only, threads=threads, precision=precision,
                       compile=compile_, eval_every=eval_every,
-                      select_checkpoint=select_checkpoint)
+                      select_checkpoint=select_checkpoint,
+                      extra_protocols=tuple(extra_protocols))
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_under_torchrun(nproc_per_node)
     results = run_job(opts)

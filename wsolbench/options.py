@@ -42,6 +42,9 @@ class RunOptions:
     # or "test" (best Top-1 Loc on test: the official code's choice, which leaks the test
     # split; every output of such a run says so). See docs/recipes.md.
     select_checkpoint: str = "last"
+    # Registered protocols evaluated beside the built-in suite (a plugin's own metric);
+    # their numbers land in results.json and MLflow under their names.
+    extra_protocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.select_checkpoint not in SELECT_CHOICES:
@@ -50,6 +53,10 @@ class RunOptions:
         if self.pretrained_sha256 and not self.pretrained:
             raise WsolbenchError("--pretrained-sha256 pins the weights of --pretrained, which "
                                  "is not given")
+        builtin = {"classification", "paper", "maxboxacc_v2", "maxboxacc", "pxap", "loc_acc"}
+        clash = sorted(set(self.extra_protocols) & builtin)
+        if clash:
+            raise WsolbenchError(f"--protocol {clash[0]}: already in every run's suite")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise WsolbenchError(f"--pretrained: weights file not found: {self.pretrained}")
 

@@ -31,9 +31,22 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     if records and all(r.mask_paths for r in records):
         protocols["pxap"] = get_plugin("protocols", "pxap")(
             cam_curve_interval=opts.cam_curve_interval)
+    for name in opts.extra_protocols:  # any registered protocol, a plugin's too
+        protocols[name] = extra_protocol(name, opts)
     evaluate(list(protocols.values()), records, preds.maps, preds.logits,
              workers=opts.eval_workers, desc=f"evaluate {len(records)} images")
     return protocols
+
+
+def extra_protocol(name: str, opts: RunOptions):
+    """A registered protocol added with `--protocol NAME`: built with its defaults, and the
+    run's CAM-threshold step when it takes one."""
+    import inspect
+
+    cls = get_plugin("protocols", name)
+    takes = inspect.signature(cls.__init__).parameters
+    return cls(**({"cam_curve_interval": opts.cam_curve_interval}
+                  if "cam_curve_interval" in takes else {}))
 
 
 def paper_protocol(cfg, opts: RunOptions):
