@@ -75,7 +75,7 @@ def _runs(results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, tiny_synth,
                                                                        tiny_synth_dir, sig):
     """SIGTERM (scancel) or SIGKILL mid-training, then `--resume`: one MLflow run, FINISHED,
@@ -87,9 +87,10 @@ def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, 
     _, err = _kill_after_first_checkpoint(job, run_dir, sig)
     client, runs = _runs(results)
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    if sig == signal.SIGTERM:
-        assert job.returncode == 143
-        assert "stopped by SIGTERM" in err and "Traceback" not in err
+    if sig != signal.SIGKILL:  # scancel / a time limit, or Ctrl-C
+        assert job.returncode == (143 if sig == signal.SIGTERM else 130)
+        assert ("stopped by SIGTERM" if sig == signal.SIGTERM else "stopped by interrupt") \
+            in err and "Traceback" not in err
         assert parent.info.status == "KILLED"
         assert all(r.info.status == "KILLED" for r in runs)
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
@@ -383,3 +384,20 @@ def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_
     import json
 
     assert json.loads((run_dir / "results.json").read_text())["config"]["epochs"] == 2
+
+
+def test_an_unwritable_results_folder_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    """Root ignores permission bits, so the check (os.access) is exercised by making it
+    answer as it would for a user without write permission."""
+    from wsolbench.cli import main
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(
+        str(tmp_path)) else real_access(path, mode))
+    monkeypatch.setattr(sys, "argv", ["wsolbench", "run", "--method", "cam", "--dataset",
+                                      "synth-cub", "--results-dir", str(tmp_path / "out"),
+                                      "--no-mlflow", *TINY])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "is not writable" in err and "Traceback" not in err
