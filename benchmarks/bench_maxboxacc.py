@@ -31,15 +31,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from wsolbench.protocols.maxboxacc import MaxBoxAccV2  # noqa: E402
 
-from wsolbench.boxes import (  # noqa: E402
-    contour_boxes,
-    integer_thresholds,
-    iou_matrix,
-    scale_boxes_wsolevaluation,
-    threshold_grid,
-)
+from wsolbench.boxes import contour_boxes, iou_matrix, scale_boxes_wsolevaluation  # noqa: E402
 from wsolbench.postprocess import quantize, scoremap_wsolevaluation  # noqa: E402
 from wsolbench.protocol import EvalBatch  # noqa: E402
+from wsolbench.thresholds import integer_thresholds, threshold_grid  # noqa: E402
 
 WSOLEVALUATION_MEAN_S = {0.01: 0.047, 0.001: 2.48}
 

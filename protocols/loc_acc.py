@@ -28,13 +28,12 @@ from wsolbench.boxes import (
     EMPTY_BOX_OFFICIAL,
     best_iou_per_threshold,
     box_at_threshold,
-    integer_thresholds,
     iou_matrix,
     scale_boxes_official,
-    threshold_grid,
 )
 from wsolbench.postprocess import quantize, scoremap_official
 from wsolbench.protocol import EvalBatch, Protocol, percent, topk_hits
+from wsolbench.thresholds import integer_thresholds, threshold_grid
 
 IOU_THRESHOLD = 0.5
 

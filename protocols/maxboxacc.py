@@ -21,12 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from wsolbench.boxes import (EMPTY_BOX_WSOLEVALUATION, best_iou_per_threshold,
-                             fixed_box_ious, integer_thresholds, scale_boxes_wsolevaluation,
-                             threshold_grid)
+from wsolbench.boxes import (
+    EMPTY_BOX_WSOLEVALUATION,
+    best_iou_per_threshold,
+    fixed_box_ious,
+    scale_boxes_wsolevaluation,
+)
 from wsolbench.component_tree import best_iou_by_level
 from wsolbench.postprocess import check_scoremap, quantize, quantized_scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch, Protocol, percent
+from wsolbench.thresholds import integer_thresholds, threshold_grid
 
 
 class MaxBoxAccV2(Protocol):

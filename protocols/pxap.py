@@ -6,7 +6,8 @@ instance mask is resized to 224 with nearest neighbour, foreground = value > 0.5
 is the object; the ignore region (OpenImages) minus the object is left out of both
 histograms. Histograms of foreground and background scores are pooled over all pixels of the
 split with bin edges = the tau grid followed by 1, 2, 3; reverse cumulative sums give TP/FP
-per threshold; PxAP is the right-endpoint sum of precision x recall increments (entries with TP + FP = 0 skipped).
+per threshold; PxAP is the right-endpoint sum of precision x recall increments (entries
+with TP + FP = 0 skipped).
 PIoU (peak pixel IoU, TPAMI) is computed from the same histograms.
 """
 

@@ -2,17 +2,22 @@
 
 import numpy as np
 import pytest
-
 from wsolbench.protocols.classification import Classification
 from wsolbench.protocols.loc_acc import LocAcc
 from wsolbench.protocols.maxboxacc import MaxBoxAcc, MaxBoxAccV2
 from wsolbench.protocols.pxap import PxAP
-from wsolbench.boxes import (best_iou_per_threshold, contour_boxes, integer_thresholds,
-                             iou_matrix, scale_boxes_official, scale_boxes_wsolevaluation,
-                             threshold_grid)
+
+from wsolbench.boxes import (
+    best_iou_per_threshold,
+    contour_boxes,
+    iou_matrix,
+    scale_boxes_official,
+    scale_boxes_wsolevaluation,
+)
 from wsolbench.errors import WsolbenchError
 from wsolbench.postprocess import quantize, scoremap_wsolevaluation
 from wsolbench.protocol import EvalBatch
+from wsolbench.thresholds import integer_thresholds, threshold_grid
 
 S = 224
 

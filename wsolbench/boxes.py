@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from numba import njit
 
-from wsolbench.thresholds import integer_thresholds, threshold_grid  # noqa: F401 (re-export)
+from wsolbench.thresholds import integer_thresholds
 
 EMPTY_BOX_WSOLEVALUATION = (0, 0, 0, 0)
 EMPTY_BOX_OFFICIAL = (0, 0, 1, 1)

@@ -87,13 +87,14 @@ def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.o
             "train_state": dataclasses.asdict(state), **extra}
 
 
-def read_checkpoint(path: Path | str) -> dict[str, Any]:
-    """A checkpoint written by `train`, or a clear error naming the file."""
+def read_checkpoint(path: Path | str, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by `train`, or a clear error naming the file. `mmap`: map the
+    tensors instead of reading them (to look at the config and history of a large file)."""
     path = Path(path)
     if not path.is_file():
         raise WsolbenchError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as exc:
         raise WsolbenchError(f"{path}: not a readable wsolbench checkpoint ({exc})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -307,7 +308,7 @@ def resumed_history(run_dir: Path, cfg, fingerprint: str, seed: int) -> list[dic
     path = run_dir / CHECKPOINT_NAME
     if not path.is_file():
         return None
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, mmap=True)  # train() reads the weights; only metadata here
     return list(ckpt["train_state"]["history"]) if resumable(ckpt, cfg, fingerprint, seed) \
         else None
 

@@ -541,16 +541,23 @@ class SynthCUBDataset:
 
     name = "synth-cub"
     config_class = SynthConfig
+    layout = "cub"
 
     @classmethod
     def root_for(cls, cfg: SynthConfig, data_dir: Path | str | None = None) -> Path:
         return Path(data_dir or default_data_dir()) / f"{cls.name}-{cfg.digest()}"
 
     @classmethod
+    def generated(cls, root: Path | str | None, config: SynthConfig | None,
+                  workers: int) -> tuple[SynthConfig, Path]:
+        """The config and the folder of this dataset, generated on first use."""
+        cfg = config or cls.config_class()
+        return cfg, _ensure_generated(cls.root_for(cfg, root), cfg, workers, cls.layout)
+
+    @classmethod
     def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
              workers: int = 2, **_ignored) -> WSOLData:
-        cfg = config or cls.config_class()
-        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "cub")
+        cfg, path = cls.generated(root, config, workers)
         names, train, test = read_cub(path)
         fullsup = read_metadata(path / "metadata" / "CUB" / "val", path / "CUBV2",
                                 mask_root=path / "CUBV2_segmentations")
@@ -592,14 +599,14 @@ class SynthImageNetDataset(SynthCUBDataset):
 
     name = "synth-imagenet"
     config_class = SynthImageNetConfig
+    layout = "ilsvrc"
 
     @classmethod
     def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
              workers: int = 2, **_ignored) -> WSOLData:
         from wsolbench.data.ilsvrc import load_ilsvrc
 
-        cfg = config or cls.config_class()
-        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "ilsvrc")
+        cfg, path = cls.generated(root, config, workers)
         data = load_ilsvrc(path, cls.name)
 
         def attach(records: tuple[Record, ...], split: str) -> tuple[Record, ...]:
@@ -624,14 +631,14 @@ class SynthOpenImagesDataset(SynthCUBDataset):
 
     name = "synth-openimages"
     config_class = SynthImageNetConfig
+    layout = "openimages"
 
     @classmethod
     def load(cls, root: Path | str | None = None, *, config: SynthConfig | None = None,
              workers: int = 2, **_ignored) -> WSOLData:
         from wsolbench.data.openimages import load_openimages
 
-        cfg = config or cls.config_class()
-        path = _ensure_generated(cls.root_for(cfg, root), cfg, workers, "openimages")
+        cfg, path = cls.generated(root, config, workers)
         data = load_openimages(path, cls.name)
         heads = path / "heads"
         return replace(data, info={"synth": asdict(cfg)}, train=_with_heads(data.train, heads),
