@@ -32,7 +32,8 @@ from wsolbench.boxes import (
     scale_boxes_official,
 )
 from wsolbench.postprocess import quantize, scoremap_official
-from wsolbench.protocol import EvalBatch, Protocol, percent, topk_hits
+from wsolbench.errors import WsolbenchError
+from wsolbench.protocol import BoxDrawing, EvalBatch, Protocol, percent, topk_hits
 from wsolbench.thresholds import integer_thresholds, threshold_grid
 
 IOU_THRESHOLD = 0.5
@@ -100,14 +101,18 @@ class LocAcc(Protocol):
     def passes_topk(self, iou: np.ndarray) -> np.ndarray:
         return _passes(iou, self.topk_strict)
 
+    def batch_gt(self, batch: EvalBatch) -> list[np.ndarray]:
+        """Each image's GT boxes in the evaluation frame, from the official boxes."""
+        source = batch.boxes if batch.official_boxes is None else batch.official_boxes
+        return [self.gt_boxes(np.asarray(boxes), (int(size[0]), int(size[1])))
+                for boxes, size in zip(source, batch.sizes)]
+
     def _update(self, batch: EvalBatch) -> None:
         top1 = topk_hits(batch.logits, batch.labels, 1)
         top5 = topk_hits(batch.logits, batch.labels, 5)
         s = self.eval_size
         whole = np.array([[0, 0, s - 1, s - 1]])
-        for i, raw in enumerate(batch.maps):
-            source = batch.boxes if batch.official_boxes is None else batch.official_boxes
-            gt = self.gt_boxes(source[i], tuple(batch.sizes[i]))
+        for i, (raw, gt) in enumerate(zip(batch.maps, self.batch_gt(batch))):
             best = self.best_ious(raw, gt)
             box_topk = self.passes_topk(best)
             self.state["gt_known"] += self.passes_gt_known(best)
@@ -133,6 +138,33 @@ class LocAcc(Protocol):
     def best_threshold(self) -> float:
         """The first tau maximizing GT-known Loc (used to transfer tau from train-fullsup)."""
         return float(self.thresholds[int(np.argmax(self.state["gt_known"]))])
+
+    def transfer(self, selected_on: LocAcc) -> dict[str, float]:
+        """Loc at the tau that maximizes GT-known Loc on `selected_on` (the `fair` rule)."""
+        return self.at_threshold(selected_on.best_threshold())
+
+    def image_outcomes(self, batch: EvalBatch, selected_on: LocAcc | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Per image at `cam_threshold` (or `selected_on`'s best tau): the box's best IoU,
+        GT-known, Top-1 and Top-5 Loc, with this protocol's conventions."""
+        if batch.logits is None:
+            raise WsolbenchError(f"protocol {self.name!r} needs class scores (logits)")
+        tau = self.cam_threshold if selected_on is None else selected_on.best_threshold()
+        ious = np.array([self.best_ious(raw, gt, np.array([tau]))[0]
+                         for raw, gt in zip(batch.maps, self.batch_gt(batch))])
+        boxed = self.passes_topk(ious)
+        return {"iou": ious, "gt_known": self.passes_gt_known(ious),
+                "top1_loc": boxed & topk_hits(batch.logits, batch.labels, 1),
+                "top5_loc": boxed & topk_hits(batch.logits, batch.labels, 5)}
+
+    def predicted_boxes(self, batch: EvalBatch) -> BoxDrawing:
+        """The largest-contour box at `cam_threshold` in the `eval_size` frame."""
+        scoremaps = np.stack([scoremap_official(np.asarray(raw), self.eval_size)
+                              for raw in batch.maps])
+        predicted = np.stack([box_at_threshold(quantize(m), self.cam_threshold,
+                                               EMPTY_BOX_OFFICIAL) for m in scoremaps])
+        return BoxDrawing(frame=self.eval_size, predicted=predicted, gt=self.batch_gt(batch),
+                          scoremaps=np.nan_to_num(scoremaps))
 
     def _compute(self) -> dict[str, Any]:
         return {

@@ -94,6 +94,31 @@ class MaxBoxAccV2(Protocol):
             whole = fixed_box_ious(np.array([[0, 0, last, last]]), gt)[0]
             self.state["whole_image_correct"] += whole >= deltas[:, 0]
 
+    def _best_indices(self) -> np.ndarray:
+        """Per IoU threshold, the first tau index of the highest BoxAcc."""
+        return np.argmax(self.state["correct"], axis=1)
+
+    def transfer(self, selected_on: MaxBoxAccV2) -> dict[str, Any]:
+        """BoxAcc per IoU threshold at the tau that maximized it on `selected_on`."""
+        chosen = selected_on._best_indices()
+        per_iou = {str(delta): {"threshold": float(self.thresholds[j]),
+                                "acc": float(percent(self.state["correct"][row, j], self.n))}
+                   for row, (delta, j) in enumerate(zip(self.iou_thresholds, chosen))}
+        return {"mean": self._summary([v["acc"] for v in per_iou.values()]),
+                "per_iou": per_iou}
+
+    def image_outcomes(self, batch: EvalBatch, selected_on: MaxBoxAccV2 | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Per image and IoU threshold (columns named by the threshold, e.g. "50"): the box
+        is correct at the tau this protocol selected (so the column means are the reported
+        maxima), or at the tau selected on `selected_on`."""
+        chosen = (selected_on or self)._best_indices()
+        deltas = np.asarray(self.iou_thresholds, dtype=np.float64) / 100.0
+        correct = np.stack([
+            self.best_ious(raw, self.gt_boxes(boxes, (int(size[0]), int(size[1]))))[chosen]
+            >= deltas for raw, boxes, size in zip(batch.maps, batch.boxes, batch.sizes)])
+        return {str(d): correct[:, k] for k, d in enumerate(self.iou_thresholds)}
+
     def _compute(self) -> dict[str, Any]:
         acc = percent(self.state["correct"], self.n)
         per_iou = {}

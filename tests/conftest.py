@@ -61,3 +61,11 @@ def tiny_synth(tiny_synth_dir):
 
     cfg = apply_overrides(SynthConfig(), TINY_SYNTH)
     return SynthCUBDataset.load(tiny_synth_dir, config=cfg, workers=1)
+
+
+def run_dir_of(results_dir: Path, dataset: str, method: str, seed: int = 0) -> Path:
+    """The one run folder of `method` on `dataset` with `seed` under `results_dir`
+    (`runs/<dataset>/<method>/<run key>/<seed>`), finished or not; several is an error."""
+    found = sorted((Path(results_dir) / "runs" / dataset / method).glob(f"*/{seed}"))
+    assert len(found) == 1, f"expected one run folder, found {found}"
+    return found[0]

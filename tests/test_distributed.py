@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.conftest import run_dir_of
 import torch
 
 from tests.conftest import TINY_SYNTH
@@ -29,7 +31,7 @@ def _run_cli(results_dir, data_dir, *extra):
     done = subprocess.run([sys.executable, "-m", "wsolbench", *args], capture_output=True,
                           text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return json.loads((results_dir / "runs/synth-cub/tscam/0/results.json").read_text())
+    return json.loads((run_dir_of(results_dir, "synth-cub", "tscam") / "results.json").read_text())
 
 
 @pytest.mark.slow
@@ -43,7 +45,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_synth, tiny_synth_di
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b["train_acc"] == a["train_acc"]
     # Sharded evaluation: the merged counters equal a single pass over the saved maps.
-    run_dir = tmp_path / "two/runs/synth-cub/tscam/0"
+    run_dir = run_dir_of(tmp_path / "two", "synth-cub", "tscam")
     with np.load(run_dir / "predictions_test.npz") as saved:
         assert list(saved["image_ids"]) == [r.image_id for r in tiny_synth.test]
 

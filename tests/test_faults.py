@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.conftest import run_dir_of
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 
 
@@ -82,7 +84,7 @@ def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, 
     every epoch's loss at its own step exactly once; nothing half-written in the run
     folder; SIGTERM itself ends with one line and exit status 143, the run KILLED."""
     results = tmp_path / "results"
-    run_dir = results / "runs" / "synth-cub" / "trt" / "0"
+    run_dir = run_dir_of(results, "synth-cub", "trt")
     job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
     _, err = _kill_after_first_checkpoint(job, run_dir, sig)
     client, runs = _runs(results)
@@ -112,7 +114,7 @@ def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, 
 @pytest.mark.slow
 def test_a_fresh_rerun_closes_the_killed_attempts_run(tmp_path, tiny_synth, tiny_synth_dir):
     results = tmp_path / "results"
-    run_dir = results / "runs" / "synth-cub" / "trt" / "0"
+    run_dir = run_dir_of(results, "synth-cub", "trt")
     job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
     _kill_after_first_checkpoint(job, run_dir, signal.SIGKILL)
     _, runs = _runs(results)
@@ -193,7 +195,7 @@ def test_checkpoint_from_another_version_is_named(tmp_path, tiny_synth, tiny_syn
                       overrides={"epochs": "1", "image_size": "32", "resize_size": "36",
                                  "width": "16"})
     run(opts, tracker=NullTracker())
-    ckpt_path = tmp_path / "runs" / "synth-cub" / "cam" / "0" / "checkpoint.pt"
+    ckpt_path = run_dir_of(tmp_path, "synth-cub", "cam") / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=False)
     ckpt["config"]["future_knob"] = 3
     ckpt["wsolbench_version"] = "9.9"
@@ -358,8 +360,10 @@ def test_weights_that_do_not_fit_show_shapes_and_what_they_look_like():
 
 def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_synth,
                                                                   tiny_synth_dir):
-    """Same dataset, method and seed, other epochs: the first run's files are moved aside,
-    byte for byte, and the rerun says so; a rerun of the same config keeps the folder."""
+    """Same dataset, method and seed, other epochs: a folder of its own (the first run's
+    files stay byte for byte); changed data behind the same config: the first run's files
+    are moved aside; a rerun of the same config keeps the folder. (On the code before
+    run keys, the epochs-2 run shared the first run's folder.)"""
     from tests.conftest import TINY_SYNTH
     from wsolbench.options import RunOptions
     from wsolbench.runner import run
@@ -372,18 +376,28 @@ def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_
                           overrides={"epochs": str(epochs), "image_size": "32",
                                      "resize_size": "36", "width": "16"})
 
+    import json
+
     run(options(1), tracker=NullTracker())
-    run_dir = tmp_path / "runs" / "synth-cub" / "cam" / "0"
+    run_dir = run_dir_of(tmp_path, "synth-cub", "cam")
     run(options(1), tracker=NullTracker())  # same config: a rerun in place
     assert not (run_dir / "superseded").exists()
     first = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    # Another config gets a folder of its own (its run key): nothing of the first moves.
     run(options(2), tracker=NullTracker())
+    (other,) = [p for p in run_dir.parent.parent.glob("*/0") if p != run_dir]
+    assert json.loads((other / "results.json").read_text())["config"]["epochs"] == 2
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == first
+    # What the run key cannot see (the data read from the same root changed since) still
+    # never overwrites silently: the earlier files move to superseded/<time>/.
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset_info"] = {"read": "other data"}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    first["config.json"] = (run_dir / "config.json").read_bytes()
+    run(options(1), tracker=NullTracker())
     (kept,) = list((run_dir / "superseded").iterdir())
     moved = {p.name: p.read_bytes() for p in kept.iterdir()}
     assert set(moved) == set(first) and moved["results.json"] == first["results.json"]
-    import json
-
-    assert json.loads((run_dir / "results.json").read_text())["config"]["epochs"] == 2
 
 
 def test_an_unwritable_results_folder_is_refused_up_front(tmp_path, monkeypatch, capsys):

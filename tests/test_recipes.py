@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+
+from tests.conftest import run_dir_of
 import torch
 from wsolbench.methods.cam import CAM
 from wsolbench.methods.trt import TRT, TRTConfig
@@ -462,7 +464,7 @@ def test_test_selection_is_announced_everywhere(tmp_path, tiny_synth, tiny_synth
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "checkpoint chosen on the test split" in done.stdout
-    run_dir = tmp_path / "runs" / "synth-cub" / "trt" / "0"
+    run_dir = run_dir_of(tmp_path, "synth-cub", "trt")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["select_checkpoint"] == "test"
     assert "test split" in results["warning"]

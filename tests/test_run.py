@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.conftest import run_dir_of
 import torch
 
 from tests.conftest import TINY_SYNTH
@@ -36,7 +38,7 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
                                            overrides):
     results = run(options(tmp_path, tiny_synth_dir, method=name, overrides=overrides),
                   tracker=NullTracker())
-    run_dir = tmp_path / "runs" / "synth-cub" / name / "0"
+    run_dir = run_dir_of(tmp_path, "synth-cub", name)
     for output in ("config.json", "results.json", "checkpoint.pt", "grid.png",
                    "predictions_test.npz", "predictions_fullsup.npz"):
         assert (run_dir / output).is_file(), output
@@ -149,14 +151,14 @@ def test_evaluate_checkpoint_reproduces_the_run(tmp_path, tiny_synth, tiny_synth
 
     opts = options(tmp_path, tiny_synth_dir, baselines=False)
     results = run(opts, tracker=NullTracker())
-    ckpt = tmp_path / "runs" / "synth-cub" / "cam" / "0" / "checkpoint.pt"
+    ckpt = run_dir_of(tmp_path, "synth-cub", "cam") / "checkpoint.pt"
     run_files = {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()}
     again = evaluate_checkpoint(opts, ckpt)
     assert again["metrics"]["test"]["maxboxacc_v2"] == results["metrics"]["test"]["maxboxacc_v2"]
     assert again["metrics"]["fair"] == results["metrics"]["fair"]
     # The evaluated run is untouched: every file byte for byte, nothing added.
     assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()} == run_files
-    (out,) = (tmp_path / "evaluations").glob("0-*/synth-cub")
+    (out,) = (tmp_path / "evaluations").glob("cam-0-*/synth-cub")
     assert {"results_evaluate.json", "predictions_test.npz", "per_image_test.csv"} <= {
         p.name for p in out.iterdir()}
     with np.load(out / "predictions_test.npz") as z:

@@ -34,7 +34,7 @@ NUMBERS = {
 def write_run(root, dataset, method, seed, numbers, n_images=10, config=None,
               select_checkpoint="last"):
     paper, fair, v2 = numbers
-    run_dir = root / "runs" / dataset / method / str(seed)
+    run_dir = root / "runs" / dataset / method / "synth-00000000" / str(seed)
     run_dir.mkdir(parents=True)
     results = {
         "select_checkpoint": select_checkpoint,
@@ -161,7 +161,7 @@ def test_tex_compiles_with_pdflatex_and_fits_the_page(results_tree, tmp_path, la
 
 
 def test_missing_run_and_bad_reported_rows_are_named(results_tree):
-    with pytest.raises(WsolbenchError, match=r"runs/synth-cub/cam/5/results.json: missing"):
+    with pytest.raises(WsolbenchError, match=r"runs/synth-cub/cam/synth-00000000/5/results.json: missing"):
         make_tables(results_tree, {"cub": "synth-cub"}, ["cam"], [5], ["paper"],
                     results_tree / "reported.csv", results_tree / "t")
     bad = results_tree / "bad.csv"

@@ -178,14 +178,17 @@ def test_a_killed_run_job_is_redone_by_the_plain_command(tmp_path):
     config = tiny_config(results)
     config["methods"] = {"cam": config["methods"]["cam"]}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    target = str(results / "runs/synth-cub/cam/0/results.json")
+    from wsolbench.workflow_check import workflow_run_key
+
+    key = workflow_run_key(config, "synth-cub", "cam")
+    target = str(results / f"runs/synth-cub/cam/{key}/0/results.json")
     args = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", target,
             "--configfile", str(tmp_path / "tiny.yaml")]
     job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
                            start_new_session=True)
     # Killed once the job has written some of its outputs (predictions come before
     # results.json): those files exist and are marked incomplete.
-    partial = results / "runs/synth-cub/cam/0/predictions_test.npz"
+    partial = results / f"runs/synth-cub/cam/{key}/0/predictions_test.npz"
     deadline = time.monotonic() + 300
     while not partial.exists() and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)

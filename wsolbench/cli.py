@@ -158,8 +158,9 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
         select_checkpoint, nproc_per_node) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
-    Results land in RESULTS_DIR/runs/<dataset>/<method>/<seed>/ (results.json, config.json,
-    checkpoint.pt, predictions, grid.png).
+    Results land in RESULTS_DIR/runs/<dataset>/<method>/<run key>/<seed>/ (results.json,
+    config.json, checkpoint.pt, predictions, grid.png); the run key is the preset and a
+    digest of the config, so runs of different configs never share a folder.
     """
     from wsolbench.options import RunOptions
     from wsolbench.runner import run as run_job
@@ -365,11 +366,16 @@ _synth_command("synth-openimages", "openimages", "SynthImageNetConfig")
               help="Output folder (default RESULTS_DIR/tables).")
 @click.option("--resamples", type=int, default=10_000, show_default=True,
               help="Paired-bootstrap resamples.")
-def tables(results_dir, roles, methods, seeds, protocols, reported, out, resamples) -> None:
+@click.option("--run-key", "run_keys", multiple=True, metavar="[DATASET/]METHOD=KEY",
+              help="Which config's runs of METHOD to use where it has runs of several "
+                   "(the run key is the folder under runs/<dataset>/<method>/). Repeatable.")
+def tables(results_dir, roles, methods, seeds, protocols, reported, out, resamples,
+           run_keys) -> None:
     """Tables 1-3 (LaTeX, CSV, Markdown), statistics and paired bootstrap from runs."""
     import pandas as pd
 
     from wsolbench.report import make_tables, significance_lines
+    from wsolbench.runpaths import parse_run_keys
 
     role_map = _overrides(roles) if roles else {"cub": "synth-cub"}
     chosen = _name_list(protocols)
@@ -381,7 +387,8 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
     methods = (_name_list(methods) if methods
                else methods_with_runs(results_dir, list(dict.fromkeys(role_map.values()))))
     written = make_tables(results_dir, role_map, methods, _int_list(seeds), chosen,
-                          reported, out or results_dir / "tables", resamples)
+                          reported, out or results_dir / "tables", resamples,
+                          parse_run_keys(run_keys))
     for path in written.values():
         click.echo(path)
     if "bootstrap.csv" in written:
@@ -399,17 +406,22 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
               help="Rows of the qualitative grid.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default RESULTS_DIR/figures/<dataset>).")
+@click.option("--run-key", "run_keys", multiple=True, metavar="[DATASET/]METHOD=KEY",
+              help="Which config's runs of METHOD to use where it has runs of several "
+                   "(the run key is the folder under runs/<dataset>/<method>/). Repeatable.")
 def figures(dataset, data_root, fullsup_metadata, fullsup_images, data_set, results_dir,
-            methods, seeds, images, out) -> None:
+            methods, seeds, images, out, run_keys) -> None:
     """Qualitative grid, BoxAcc-vs-threshold curves and error categories of one dataset."""
     from wsolbench.report import make_figures
+    from wsolbench.runpaths import parse_run_keys
     from wsolbench.tables import methods_with_runs
 
     data = _load_data(dataset, data_root, fullsup_metadata, fullsup_images, data_set,
                       results_dir)
     methods = _name_list(methods) if methods else methods_with_runs(results_dir, [dataset])
     paths = make_figures(results_dir, data, methods, _int_list(seeds),
-                         out or results_dir / "figures" / data.name, images)
+                         out or results_dir / "figures" / data.name, images,
+                         parse_run_keys(run_keys))
     for path in paths:
         click.echo(path)
 
@@ -514,9 +526,7 @@ def _print_summary(results: dict, results_dir: Path) -> None:
                    "leak the test split")
     t = results["timings"]
     click.echo(f"time: train {t['train_s']:.0f} s, evaluate {t['evaluate_s']:.0f} s, "
-               f"total {t['total_s']:.0f} s; results in "
-               f"{results_dir}/runs/{results['dataset']}/"
-               f"{results['method']}/{results['seed']}/")
+               f"total {t['total_s']:.0f} s; results in {results['run_dir']}/")
 
 
 def _fmt(value) -> str:

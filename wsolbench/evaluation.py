@@ -37,17 +37,23 @@ def evaluate(protocols: Sequence[Protocol], records: Sequence[Record], maps: Seq
     want_masks = any(p.needs_masks for p in protocols)
     for start in tqdm(range(0, len(records), chunk), desc=desc, leave=False, dynamic_ncols=True,
                       disable=None if progress else True):  # None: only on a terminal
-        part = records[start:start + chunk]
-        batch = EvalBatch(
-            image_ids=[r.image_id for r in part], maps=list(maps[start:start + chunk]),
-            labels=np.asarray([r.label for r in part], dtype=np.int64),
-            boxes=[r.boxes for r in part], sizes=np.asarray([r.size for r in part]),
-            logits=None if logits is None else logits[start:start + chunk],
-            masks=[read_gt_mask(r) for r in part] if want_masks else None,
-            official_boxes=[r.gt_boxes("official") for r in part]
-            if any(r.official_boxes is not None for r in part) else None)
+        batch = make_batch(records[start:start + chunk], maps[start:start + chunk],
+                           None if logits is None else logits[start:start + chunk],
+                           with_masks=want_masks)
         for protocol in protocols:
             protocol.update(batch)
+
+
+def make_batch(records: Sequence[Record], maps: Sequence[np.ndarray],
+               logits: np.ndarray | None = None, with_masks: bool = False) -> EvalBatch:
+    """The `EvalBatch` protocols read for these records and their maps."""
+    return EvalBatch(
+        image_ids=[r.image_id for r in records], maps=list(maps),
+        labels=np.asarray([r.label for r in records], dtype=np.int64),
+        boxes=[r.boxes for r in records], sizes=np.asarray([r.size for r in records]),
+        logits=logits, masks=[read_gt_mask(r) for r in records] if with_masks else None,
+        official_boxes=[r.gt_boxes("official") for r in records]
+        if any(r.official_boxes is not None for r in records) else None)
 
 
 def _evaluate_shard(args) -> list[Protocol]:

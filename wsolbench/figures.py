@@ -17,45 +17,34 @@ from PIL import Image  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from wsolbench.boxes import box_at_threshold  # noqa: E402
 from wsolbench.data.records import Record  # noqa: E402
 from wsolbench.fileio import atomic_path  # noqa: E402
 from wsolbench.per_image import ERROR_CATEGORIES  # noqa: E402
-from wsolbench.postprocess import quantize, scoremap_official  # noqa: E402
-
-FRAME = 224
+from wsolbench.protocol import BoxDrawing  # noqa: E402
 
 
-def predicted_box(raw: np.ndarray, cam_threshold: float) -> np.ndarray:
-    """The paper-protocol box `(x0, y0, x1, y1)` in the 224 frame (largest contour)."""
-    return box_at_threshold(quantize(scoremap_official(raw, FRAME)), cam_threshold)
-
-
-def _image(record: Record) -> np.ndarray:
+def _image(record: Record, frame: int) -> np.ndarray:
     with Image.open(record.path) as img:
-        return np.asarray(img.convert("RGB").resize((FRAME, FRAME)))
+        return np.asarray(img.convert("RGB").resize((frame, frame)))
 
 
-def _draw_gt(ax, record: Record) -> None:
-    w, h = record.size
-    sx, sy = FRAME / w, FRAME / h
-    for x0, y0, x1, y1 in record.boxes:
-        ax.add_patch(Rectangle((x0 * sx, y0 * sy), (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy,
-                               fill=False, edgecolor="lime", linewidth=1.5))
+def _rectangle(ax, box: np.ndarray, color: str) -> None:
+    """An inclusive `(x0, y0, x1, y1)` box."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x0, y0), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=color,
+                           linewidth=1.5))
 
 
-def _overlay(ax, image: np.ndarray, record: Record, raw: np.ndarray | None,
-             cam_threshold: float | None) -> None:
-    """Image, its map (when given), GT boxes in green, the predicted box in red."""
+def _overlay(ax, image: np.ndarray, drawing: BoxDrawing, index: int,
+             with_map: bool = True) -> None:
+    """Image, the protocol's map (when asked), its GT boxes in green and its predicted box in
+    red, all in the protocol's frame (`Protocol.predicted_boxes`)."""
     ax.imshow(image)
-    if raw is not None:
-        ax.imshow(np.nan_to_num(scoremap_official(raw, FRAME)), cmap="jet", alpha=0.45,
-                  vmin=0, vmax=1)
-    _draw_gt(ax, record)
-    if raw is not None and cam_threshold is not None:
-        px0, py0, px1, py1 = predicted_box(raw, cam_threshold)
-        ax.add_patch(Rectangle((px0, py0), px1 - px0, py1 - py0, fill=False, edgecolor="red",
-                               linewidth=1.5))
+    for gt in drawing.gt[index]:
+        _rectangle(ax, gt, "lime")
+    if with_map:
+        ax.imshow(drawing.scoremaps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        _rectangle(ax, drawing.predicted[index], "red")
 
 
 def save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
@@ -70,18 +59,18 @@ def save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "pdf")) -> lis
     return paths
 
 
-def localization_grid(records: Sequence[Record], maps: Sequence[np.ndarray], path: Path,
-                      cam_threshold: float, title: str, columns: int = 4) -> Path:
+def localization_grid(records: Sequence[Record], drawing: BoxDrawing, path: Path, title: str,
+                      columns: int = 4) -> Path:
     """A PNG grid: each image with its map overlaid, GT boxes (green), prediction (red)."""
     n = len(records)
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.4))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
-    for ax, record, raw in zip(np.atleast_1d(axes).ravel(), records, maps):
-        _overlay(ax, _image(record), record, raw, cam_threshold)
+    for index, (ax, record) in enumerate(zip(np.atleast_1d(axes).ravel(), records)):
+        _overlay(ax, _image(record, drawing.frame), drawing, index)
         ax.set_title(Path(record.image_id).name[:28], fontsize=6)
-    fig.suptitle(f"{title}  (green: GT, red: prediction at tau={cam_threshold})", fontsize=8)
+    fig.suptitle(f"{title}  (green: GT, red: prediction)", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -89,19 +78,20 @@ def localization_grid(records: Sequence[Record], maps: Sequence[np.ndarray], pat
     return path
 
 
-def method_grid(records: Sequence[Record], maps: dict[str, np.ndarray],
-                thresholds: dict[str, float], stem: Path, title: str) -> list[Path]:
+def method_grid(records: Sequence[Record], drawings: dict[str, BoxDrawing], stem: Path,
+                title: str) -> list[Path]:
     """The paper's Figs 3–4 layout: one row per image, the image with its GT box, then each
     method's map with its predicted box (same images for every method)."""
-    names = list(maps)
+    names = list(drawings)
     fig, axes = plt.subplots(len(records), 1 + len(names),
                              figsize=(1.9 * (1 + len(names)), 1.9 * len(records) + 0.5),
                              squeeze=False)
     for row, record in enumerate(records):
-        image = _image(record)
-        _overlay(axes[row, 0], image, record, None, None)
+        first = drawings[names[0]]
+        _overlay(axes[row, 0], _image(record, first.frame), first, row, with_map=False)
         for col, name in enumerate(names, start=1):
-            _overlay(axes[row, col], image, record, maps[name][row], thresholds[name])
+            drawing = drawings[name]
+            _overlay(axes[row, col], _image(record, drawing.frame), drawing, row)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -106,6 +106,9 @@ class WSOLMethod(nn.Module):
     display_name: ClassVar[str] = ""  # how tables and figures name it (default: `name`)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     presets: ClassVar[dict[str, MethodConfig]] = {}
+    # Preset used on each dataset family (a dataset plugin's `family`: synth, cub, ilsvrc,
+    # ...) when `--preset` is not given; a family missing here uses the preset of its name.
+    default_presets: ClassVar[dict[str, str]] = {}
     paper: ClassVar[str] = ""
     # Convolutional methods run faster with NHWC tensors (the engine converts both the model
     # and its inputs when this is set); transformers gain nothing.

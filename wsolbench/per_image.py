@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wsolbench.protocol import topk_hits
+from wsolbench.protocol import Protocol, topk_hits
 
 ERROR_CATEGORIES = ("correct", "wrong class", "multi-instance", "part", "more", "wrong")
 
@@ -58,47 +58,41 @@ def error_category(class_correct: bool, box: np.ndarray, gt: np.ndarray,
 
 
 def per_image_outcomes(records: Sequence[Any], maps: np.ndarray, logits: np.ndarray,
-                       paper, maxboxacc_v2, fair_tau: float) -> pd.DataFrame:
+                       test: dict[str, Protocol], fullsup: dict[str, Protocol]
+                       ) -> pd.DataFrame:
     """One row per image: classification, `paper` and `fair` localization, MaxBoxAccV2.
+
+    Only the `Protocol` interface is used (`image_outcomes`, `predicted_boxes`), so a plugin
+    registered in a built-in's place is read the same way.
 
     Args:
         records: the split's records (boxes, sizes, labels), in the order of `maps`.
         maps, logits: the split's raw GT-class maps and class scores.
-        paper: the evaluated `loc_acc` protocol (its tau, IoU conventions, frame).
-        maxboxacc_v2: the evaluated `maxboxacc_v2` protocol: each IoU threshold's column is
-            read at the tau that protocol selected (so its mean is the reported maximum).
-        fair_tau: the tau chosen on train-fullsup.
+        test: the suite's evaluated protocols on this split, by suite name (`paper`,
+            `maxboxacc_v2`, ...). MaxBoxAccV2's columns are read at the tau it selected, so
+            their means are the reported maxima.
+        fullsup: the same protocols evaluated on train-fullsup: the `fair` columns are read
+            at the tau the paper protocol selects there.
     """
-    labels = np.asarray([r.label for r in records], dtype=np.int64)
-    top1 = topk_hits(logits, labels, 1)
-    top5 = topk_hits(logits, labels, 5)
-    taus = np.array([paper.cam_threshold, fair_tau], dtype=np.float64)
-    v2_best = np.argmax(maxboxacc_v2.state["correct"], axis=1)
-    deltas = np.asarray(maxboxacc_v2.iou_thresholds, dtype=np.float64) / 100.0
-    rows = []
-    for i, (record, raw) in enumerate(zip(records, maps)):
-        size = (int(record.size[0]), int(record.size[1]))
-        gt = paper.gt_boxes(np.asarray(record.gt_boxes("official")), size)
-        iou_paper, iou_fair = paper.best_ious(raw, gt, taus)
-        box = paper.box_at(raw, paper.cam_threshold)
-        v2_ious = maxboxacc_v2.best_ious(raw, maxboxacc_v2.gt_boxes(np.asarray(record.boxes),
-                                                                     size))
-        v2_correct = v2_ious[v2_best] >= deltas
-        row = {"image_id": record.image_id, "label": int(labels[i]),
-               "predicted": int(np.argmax(logits[i])), "n_gt_boxes": len(gt),
-               "cls_top1": bool(top1[i]), "cls_top5": bool(top5[i]),
-               "iou_paper": float(iou_paper),
-               "gt_known_paper": bool(paper.passes_gt_known(iou_paper)),
-               "top1_loc_paper": bool(paper.passes_topk(iou_paper) & top1[i]),
-               "top5_loc_paper": bool(paper.passes_topk(iou_paper) & top5[i]),
-               "gt_known_fair": bool(paper.passes_gt_known(iou_fair)),
-               "top1_loc_fair": bool(paper.passes_topk(iou_fair) & top1[i]),
-               "top5_loc_fair": bool(paper.passes_topk(iou_fair) & top5[i]),
-               "error_category": error_category(bool(top1[i]), box, gt)}
-        for delta, ok in zip(maxboxacc_v2.iou_thresholds, v2_correct):
-            row[f"boxacc_v2_{delta}"] = bool(ok)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    v2_columns = [f"boxacc_v2_{d}" for d in maxboxacc_v2.iou_thresholds]
-    frame["boxacc_v2_mean"] = frame[v2_columns].mean(axis=1)  # per-image share of the 3 IoUs
+    from wsolbench.evaluation import make_batch
+
+    batch = make_batch(records, maps, logits)
+    top1 = topk_hits(logits, batch.labels, 1)
+    frame = pd.DataFrame({"image_id": batch.image_ids, "label": batch.labels,
+                          "predicted": np.argmax(logits, axis=1),
+                          "cls_top1": top1, "cls_top5": topk_hits(logits, batch.labels, 5)})
+    paper = test["paper"]
+    for suffix, selected_on in (("paper", None), ("fair", fullsup["paper"])):
+        for column, values in (paper.image_outcomes(batch, selected_on) or {}).items():
+            frame[f"{column}_{suffix}"] = values
+    drawing = paper.predicted_boxes(batch)
+    if drawing is not None:
+        frame["n_gt_boxes"] = [len(gt) for gt in drawing.gt]
+        frame["error_category"] = [error_category(bool(ok), box, gt) for ok, box, gt
+                                   in zip(top1, drawing.predicted, drawing.gt)]
+    v2 = test["maxboxacc_v2"].image_outcomes(batch) or {}
+    for delta, values in v2.items():
+        frame[f"boxacc_v2_{delta}"] = values
+    if v2:  # per-image share of the IoU thresholds
+        frame["boxacc_v2_mean"] = frame[[f"boxacc_v2_{d}" for d in v2]].mean(axis=1)
     return frame

@@ -87,6 +87,23 @@ class EvalBatch:
         return len(self.image_ids)
 
 
+@dataclass(frozen=True)
+class BoxDrawing:
+    """A protocol's boxes for a batch, in its own square frame of `frame` pixels.
+
+    Attributes:
+        frame: side of the frame the boxes are in (the protocol's evaluation size).
+        predicted: int `[B, 4]` inclusive `(x0, y0, x1, y1)`, the box scored per image.
+        gt: per image, int `[n, 4]` GT boxes as the protocol matches them.
+        scoremaps: float `[B, frame, frame]` in [0, 1]: the map the boxes were cut from.
+    """
+
+    frame: int
+    predicted: np.ndarray
+    gt: list[np.ndarray]
+    scoremaps: np.ndarray
+
+
 class Protocol(ABC):
     """Base of protocol plugins: integer counters in `self.state`, `self.n` images seen."""
 
@@ -130,6 +147,28 @@ class Protocol(ABC):
             raise WsolbenchError(f"protocol {self.name!r}: no image was evaluated (empty split)")
         return {"protocol": self.name, "n_images": self.n, "params": self.params(),
                 **self._compute()}
+
+    # Optional public seams (docs/plugins.md §"Protocol"): core code (the `fair` transfer,
+    # per-image outcomes, figures) calls only these, never a protocol's own attributes, so
+    # any protocol plugin can take a built-in's place. A protocol without the concept keeps
+    # the default (None: the caller leaves it out).
+
+    def transfer(self, selected_on: Self) -> dict[str, Any] | None:
+        """This split's results at the operating point (e.g. CAM threshold) that maximizes
+        the protocol on `selected_on`'s counters (another split, same protocol): the
+        held-out `fair` transfer. None: the protocol has no operating point to choose."""
+        return None
+
+    def image_outcomes(self, batch: EvalBatch, selected_on: Self | None = None
+                       ) -> dict[str, np.ndarray] | None:
+        """Per-image columns (arrays of length `len(batch)`) at the protocol's own operating
+        point, or at the one chosen on `selected_on`'s counters. None: not per image."""
+        return None
+
+    def predicted_boxes(self, batch: EvalBatch) -> BoxDrawing | None:
+        """The boxes the protocol scores, for figures and error analysis. None: it scores
+        no boxes."""
+        return None
 
     def merge(self, other: Self) -> Self:
         """Add another shard's counters into this one (same protocol and parameters)."""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_write_text
+from wsolbench.runpaths import RunPaths, chosen_key
 from wsolbench.stats import paired_bootstrap
 from wsolbench.tables import (TABLES, build_table, collect_runs, read_reported,
                               summarize_seeds, to_html, to_latex, to_markdown)
@@ -33,14 +34,12 @@ BOOTSTRAP_METRICS = {"top1_loc_paper": ("paper", "top1_loc"),
                      "boxacc_v2_mean": ("wsolevaluation", "maxboxacc_v2")}
 
 
-def per_image_means(results_dir: Path, dataset: str, method: str, seeds: list[int]
-                    ) -> pd.DataFrame:
+def per_image_means(results_dir: Path, dataset: str, method: str, seeds: list[int],
+                    run_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """Each test image's correctness averaged over seeds (index: image_id)."""
     frames = []
     for seed in seeds:
-        path = Path(results_dir) / "runs" / dataset / method / str(seed) / PER_IMAGE_FILE
-        if not path.is_file():
-            raise WsolbenchError(f"{path}: missing (written by `wsolbench run`; re-run it)")
+        path = _run(results_dir, dataset, method, seed, run_keys).require(PER_IMAGE_FILE)
         frame = pd.read_csv(path, index_col="image_id")
         missing = set(BOOTSTRAP_METRICS) - set(frame.columns)
         if missing:
@@ -54,11 +53,12 @@ BOOTSTRAP_COLUMNS = ("dataset", "method_a", "method_b", "protocol", "metric", "s
 
 
 def bootstrap_table(results_dir: Path, datasets: list[str], methods: list[str],
-                    seeds: list[int], resamples: int = 10_000) -> pd.DataFrame:
+                    seeds: list[int], resamples: int = 10_000,
+                    run_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """Paired bootstrap of every method pair on every dataset (same test images)."""
     rows = []
     for dataset in datasets:
-        means = {m: per_image_means(results_dir, dataset, m, seeds) for m in methods}
+        means = {m: per_image_means(results_dir, dataset, m, seeds, run_keys) for m in methods}
         for a, b in itertools.combinations(methods, 2):
             if not means[a].index.equals(means[b].index):
                 raise WsolbenchError(f"{dataset}: {a} and {b} were evaluated on different "
@@ -75,19 +75,21 @@ def bootstrap_table(results_dir: Path, datasets: list[str], methods: list[str],
 
 def make_tables(results_dir: Path, roles: dict[str, str], methods: list[str],
                 seeds: list[int], protocols: list[str], reported_csv: Path, out: Path,
-                resamples: int = 10_000) -> dict[str, Path]:
+                resamples: int = 10_000, run_keys: dict[str, str] | None = None
+                ) -> dict[str, Path]:
     """Build and write everything; returns `{name: path}` of the files written.
 
     Args:
         roles: `{"cub": dataset, "ilsvrc": dataset}` — which measured dataset stands in each
             real dataset's table (a role may be missing: that table shows reported rows only).
         protocols: measured protocols to show (`paper`, `fair`, `wsolevaluation`).
+        run_keys: `{method: run key}` where a method has runs of several configs.
     """
     unknown = set(roles) - {"cub", "ilsvrc"}
     if unknown:
         raise WsolbenchError(f"unknown table role(s) {sorted(unknown)}; use cub or ilsvrc")
     datasets = list(dict.fromkeys(roles.values()))
-    runs = collect_runs(results_dir, datasets, methods, seeds)
+    runs = collect_runs(results_dir, datasets, methods, seeds, run_keys)
     summary = summarize_seeds(runs)
     reported = read_reported(reported_csv)
     out = Path(out)
@@ -107,7 +109,7 @@ def make_tables(results_dir: Path, roles: dict[str, str], methods: list[str],
     write("statistics.csv", summary.to_csv(index=False))
     write("runs.csv", runs.to_csv(index=False))
     write("bootstrap.csv", bootstrap_table(results_dir, datasets, methods, seeds,
-                                           resamples).to_csv(index=False))
+                                           resamples, run_keys).to_csv(index=False))
     return written
 
 
@@ -127,17 +129,18 @@ def significance_lines(bootstrap: pd.DataFrame, alpha: float = 0.05) -> list[str
 # ------------------------------------------------------------------------------ figures
 
 
-def _run_dir(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
-    return Path(results_dir) / "runs" / dataset / method / str(seed)
+def _run(results_dir: Path, dataset: str, method: str, seed: int,
+         run_keys: dict[str, str] | None) -> RunPaths:
+    return RunPaths.find(results_dir, dataset, method, seed, chosen_key(run_keys, dataset, method))
 
 
-def boxacc_curve_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int]
-                       ) -> pd.DataFrame:
+def boxacc_curve_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int],
+                       run_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """Long frame of MaxBoxAccV2's per-threshold accuracy on test (method, seed, iou, tau)."""
     frames = []
     for method in methods:
         for seed in seeds:
-            path = _run_dir(results_dir, dataset, method, seed) / "results.json"
+            path = _run(results_dir, dataset, method, seed, run_keys).require()
             curves = json.loads(path.read_text())["metrics"]["test"]["maxboxacc_v2"]["curves"]
             thresholds = curves.pop("thresholds")
             for iou, values in curves.items():
@@ -146,15 +149,15 @@ def boxacc_curve_frame(results_dir: Path, dataset: str, methods: list[str], seed
     return pd.concat(frames, ignore_index=True)
 
 
-def error_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int]
-                ) -> pd.DataFrame:
+def error_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list[int],
+                run_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """Share (%) of each error category per method, pooled over seeds."""
     from wsolbench.per_image import ERROR_CATEGORIES
 
     rows = []
     for method in methods:
         categories = pd.concat([
-            pd.read_csv(_run_dir(results_dir, dataset, method, s) / PER_IMAGE_FILE,
+            pd.read_csv(_run(results_dir, dataset, method, s, run_keys).require(PER_IMAGE_FILE),
                         usecols=["error_category"])["error_category"] for s in seeds])
         counts = categories.value_counts().reindex(list(ERROR_CATEGORIES), fill_value=0)
         rows += [{"dataset": dataset, "method": method, "category": c, "count": int(n),
@@ -163,17 +166,19 @@ def error_frame(results_dir: Path, dataset: str, methods: list[str], seeds: list
 
 
 def make_figures(results_dir: Path, data, methods: list[str], seeds: list[int], out: Path,
-                 n_images: int = 6) -> list[Path]:
+                 n_images: int = 6, run_keys: dict[str, str] | None = None) -> list[Path]:
     """Qualitative grid (first seed), BoxAcc curves and error categories for one dataset."""
+    from wsolbench.evaluation import make_batch
     from wsolbench.figures import boxacc_curves, error_chart, method_grid
+    from wsolbench.suite import protocol_from_results
 
     out = Path(out)
     dataset = data.name
     test = data.test
     picks = [int(i) for i in np.linspace(0, len(test) - 1, min(n_images, len(test)))]
-    maps, thresholds = {}, {}
+    drawings = {}
     missing = [run_dir / name for method in methods for seed in seeds
-               for run_dir in [_run_dir(results_dir, dataset, method, seed)]
+               for run_dir in [_run(results_dir, dataset, method, seed, run_keys).dir]
                for name in ("predictions_test.npz", "results.json", PER_IMAGE_FILE)
                if not (run_dir / name).is_file()]
     if missing:
@@ -181,21 +186,22 @@ def make_figures(results_dir: Path, data, methods: list[str], seeds: list[int], 
                              f"all); figures need finished runs: `wsolbench run --dataset "
                              f"{dataset} ...` first")
     for method in methods:
-        run_dir = _run_dir(results_dir, dataset, method, seeds[0])
+        run_dir = _run(results_dir, dataset, method, seeds[0], run_keys).dir
         with np.load(run_dir / "predictions_test.npz") as saved:
             ids = [str(i) for i in saved["image_ids"]]
             if ids != [r.image_id for r in test]:
                 raise WsolbenchError(f"{run_dir}/predictions_test.npz: image ids differ from "
                                      f"the {dataset} test split; was it run on other data?")
-            maps[method] = saved["maps"][picks]
-        config = json.loads((run_dir / "results.json").read_text())["config"]
-        thresholds[method] = float(config["cam_threshold"])
-    paths = method_grid([test[i] for i in picks], maps, thresholds, out / "qualitative",
+            maps = saved["maps"][picks]
+        results = json.loads((run_dir / "results.json").read_text())
+        paper = protocol_from_results(results, "paper")
+        drawings[method] = paper.predicted_boxes(make_batch([test[i] for i in picks], maps))
+    paths = method_grid([test[i] for i in picks], drawings, out / "qualitative",
                         f"{dataset}, seed {seeds[0]}")
-    paths += boxacc_curves(boxacc_curve_frame(results_dir, dataset, methods, seeds),
+    paths += boxacc_curves(boxacc_curve_frame(results_dir, dataset, methods, seeds, run_keys),
                            out / "boxacc_curves",
                            f"{dataset}: MaxBoxAccV2 curves on test ({len(seeds)} seeds)")
-    errors = error_frame(results_dir, dataset, methods, seeds)
+    errors = error_frame(results_dir, dataset, methods, seeds, run_keys)
     atomic_write_text(out / "errors.csv", errors.to_csv(index=False))
     paths.append(out / "errors.csv")
     paths += error_chart(errors, out / "errors",

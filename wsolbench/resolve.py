@@ -3,29 +3,42 @@ config and instance; checked before any data is read or generated."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from wsolbench.config import apply_overrides
 from wsolbench.errors import WsolbenchError
 from wsolbench.options import RunOptions
 from wsolbench.registry import get_plugin
+from wsolbench.runpaths import RunPaths, run_key
+
+
+def dataset_config(opts: RunOptions):
+    """The dataset plugin's generator config with `--data-set` overrides, or None for a
+    dataset read from disk (which takes none)."""
+    plugin = get_plugin("datasets", opts.dataset)
+    config_class = getattr(plugin, "config_class", None)
+    if config_class is not None:
+        return apply_overrides(config_class(), opts.dataset_overrides)
+    if opts.dataset_overrides:
+        raise WsolbenchError(f"dataset {opts.dataset!r} takes no --data-set overrides")
+    return None
 
 
 def load_dataset(opts: RunOptions):
     """The dataset plugin's `WSOLData` (synth generates on first use)."""
     plugin = get_plugin("datasets", opts.dataset)
     kwargs: dict[str, Any] = {}
-    config_class = getattr(plugin, "config_class", None)
-    if config_class is not None:
-        kwargs["config"] = apply_overrides(config_class(), opts.dataset_overrides)
-    elif opts.dataset_overrides:
-        raise WsolbenchError(f"dataset {opts.dataset!r} takes no --data-set overrides")
+    config = dataset_config(opts)
+    if config is not None:
+        kwargs["config"] = config
     if opts.fullsup_metadata:
         kwargs["fullsup_metadata"] = opts.fullsup_metadata
     if opts.fullsup_images:
         kwargs["fullsup_images"] = opts.fullsup_images
     root = opts.data_root
-    if root is None and config_class is not None:
+    if root is None and config is not None:
         root = opts.results_dir / "data"
     return plugin.load(root, **kwargs)
 
@@ -34,7 +47,13 @@ def resolve_method_config(name: str, preset: str | None, dataset: str,
                           overrides: dict[str, str]):
     """`(method class, config, preset name)`; checked before any data is read or generated."""
     method_cls = get_plugin("methods", name)
-    preset = preset or ("synth" if dataset.startswith("synth") else dataset)
+    if preset is None:
+        family = getattr(get_plugin("datasets", dataset), "family", dataset)
+        preset = method_cls.default_presets.get(family, family)
+        if preset not in method_cls.presets:
+            raise WsolbenchError(
+                f"method {name!r} has no preset for datasets of family {family!r} "
+                f"({dataset}); give --preset ({', '.join(sorted(method_cls.presets))})")
     if preset not in method_cls.presets:
         raise WsolbenchError(f"method {name!r} has no preset {preset!r}; "
                              f"presets: {', '.join(sorted(method_cls.presets))}")
@@ -58,3 +77,24 @@ def check_splits(data) -> None:
         raise WsolbenchError(f"dataset {data.name!r} has no train-fullsup split: the fair "
                              "protocol needs one (give --fullsup-metadata/--fullsup-images)")
     check_split(data.fullsup, "fullsup", data.num_classes)
+
+
+def run_paths(opts: RunOptions) -> RunPaths:
+    """The run folder of `opts` (docs/design.md §"Run folders"), from names and configs
+    only: no data is read, so the workflow computes the same folder before running."""
+    _, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
+                                           opts.overrides)
+    data_config = dataset_config(opts)
+    identity = {
+        "dataset": opts.dataset,
+        "dataset_config": dataclasses.asdict(data_config) if data_config is not None else None,
+        # Real data is identified by where it is read from; synth data by its config.
+        "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
+        "fullsup": [str(p) for p in (opts.fullsup_metadata, opts.fullsup_images) if p],
+        "method": opts.method, "config": dataclasses.asdict(cfg),
+        "pretrained": str(opts.pretrained_sha256 or opts.pretrained or ""),
+        "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
+        "first_box_only": opts.first_box_only, "select_checkpoint": opts.select_checkpoint,
+    }
+    return RunPaths(Path(opts.results_dir), opts.dataset, opts.method,
+                    run_key(preset, identity), opts.seed)

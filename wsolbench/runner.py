@@ -1,6 +1,7 @@
 """`wsolbench run`: dataset -> train -> localize -> every protocol -> results JSON + MLflow.
 
-Outputs land in `results/runs/<dataset>/<method>/<seed>/`: `config.json` (resolved config,
+Outputs land in the run's folder, `results/runs/<dataset>/<method>/<run key>/<seed>/`
+(`wsolbench.runpaths`): `config.json` (resolved config,
 git commit, package versions), `checkpoint.pt`, `predictions_{test,fullsup}.npz` (raw maps
 and logits, for re-evaluation without the model), `per_image_test.csv` (each test image's
 correctness under every reported number, and its error category), `results.json`, `grid.png`.
@@ -24,8 +25,14 @@ from wsolbench.fileio import atomic_write_json, atomic_write_text
 from wsolbench.options import TEST_SELECTION_NOTE, RunOptions, check_writable_dir
 from wsolbench.provenance import git_commit, git_tags, package_versions, run_fingerprint
 from wsolbench.registry import get_plugin
-from wsolbench.resolve import check_splits, load_dataset, resolve_method_config
-from wsolbench.suite import checkpoint_scorer, evaluate_model, flat_metrics, heldout_check
+from wsolbench.resolve import check_splits, load_dataset, resolve_method_config, run_paths
+from wsolbench.suite import (
+    checkpoint_scorer,
+    evaluate_model,
+    flat_metrics,
+    heldout_check,
+    paper_protocol,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +111,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
 
     from wsolbench.distributed import device_for
     from wsolbench.engine import Speed, resolve_device, resumed_history, set_deterministic, train
+    from wsolbench.evaluation import make_batch
     from wsolbench.figures import localization_grid
     from wsolbench.method import read_state_dict, sha256_file
     from wsolbench.tracking import MLflowTracker, NullTracker, mlflow_metrics
@@ -143,10 +151,12 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
         report = method.load_pretrained(read_state_dict(opts.pretrained))
         pretrained = {"path": str(opts.pretrained), "sha256": digest, **report}
 
-    run_dir = opts.results_dir / "runs" / data.name / opts.method / str(opts.seed)
+    paths = run_paths(opts)
+    run_dir = paths.dir
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {"method": opts.method, "display_name": method_cls.display_name or opts.method,
                 "dataset": data.name, "seed": opts.seed, "preset": preset,
+                "run_key": paths.key, "run_dir": str(run_dir),
                 "device": opts.device, "config": dataclasses.asdict(cfg),
                 "dataset_info": data.info, "pretrained": pretrained,
                 "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval,
@@ -249,9 +259,12 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                "total_s": time.perf_counter() - t_start},
                    "mlflow_run_id": tracker.run_id}
         atomic_write_json(run_dir / "results.json", results)
-        grid = localization_grid(data.test[:GRID_IMAGES], preds["test"].maps[:GRID_IMAGES],
-                                 run_dir / "grid.png", cfg.cam_threshold,
-                                 f"{opts.method} on {data.name}, seed {opts.seed}")
+        shown = data.test[:GRID_IMAGES]
+        drawing = paper_protocol(cfg, opts).predicted_boxes(
+            make_batch(shown, preds["test"].maps[:GRID_IMAGES]))
+        grid = localization_grid(shown, drawing, run_dir / "grid.png",
+                                 f"{opts.method} on {data.name}, seed {opts.seed} "
+                                 f"(paper protocol, tau={cfg.cam_threshold:g})")
         quality, chosen_taus = mlflow_metrics(flat_metrics(metrics))
         tracker.log_metrics(quality)
         tracker.log_params(chosen_taus)
@@ -271,10 +284,11 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def evaluation_dir(opts: RunOptions, checkpoint: Path, dataset: str) -> Path:
     """Where `wsolbench evaluate` writes by default: a folder of its own, never the run it
-    evaluates (`<results>/evaluations/<run folder name>-<checkpoint digest>/<dataset>`), so
+    evaluates (`<results>/evaluations/<method>-<seed>-<checkpoint digest>/<dataset>`), so
     evaluating a checkpoint on another dataset cannot mix files into that run."""
     digest = hashlib.sha256(str(Path(checkpoint).resolve()).encode()).hexdigest()[:8]
-    name = f"{Path(checkpoint).resolve().parent.name}-{digest}"
+    run_dir = Path(checkpoint).resolve().parent
+    name = f"{run_dir.parent.parent.name}-{run_dir.name}-{digest}"
     return opts.results_dir / "evaluations" / name / dataset
 
 

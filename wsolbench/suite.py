@@ -58,6 +58,23 @@ def paper_protocol(cfg, opts: RunOptions):
                                               first_box_only=opts.first_box_only)
 
 
+# Which registered protocol each of the suite's built-in entries runs (docs/protocols.md).
+SUITE_PLUGINS = {"classification": "classification", "paper": "loc_acc",
+                 "maxboxacc_v2": "maxboxacc_v2", "maxboxacc": "maxboxacc", "pxap": "pxap"}
+
+
+def protocol_from_results(results: dict[str, Any], name: str, split: str = "test"):
+    """The protocol entry `name` of a run's suite, rebuilt with the parameters its
+    results.json recorded (`Protocol.params`; keys its constructor does not take, such as
+    descriptive ones, are left out), to redraw or re-read what the run scored."""
+    import inspect
+
+    cls = get_plugin("protocols", SUITE_PLUGINS.get(name, name))
+    params = results["metrics"][split][name]["params"]
+    takes = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in params.items() if k in takes})
+
+
 def checkpoint_scorer(method, data, opts: RunOptions, device, speed):
     """`--select-checkpoint`: a function of the stage giving Top-1 Loc (%) of the paper
     protocol on the chosen split (the official scripts keep the epoch with the best Top-1
@@ -80,18 +97,18 @@ def checkpoint_scorer(method, data, opts: RunOptions, device, speed):
 
 
 def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
-    """Thresholds chosen on train-fullsup, applied to test (never chosen on test)."""
-    tau = fullsup["paper"].best_threshold()
-    out = {"selected_on": "fullsup", **test["paper"].at_threshold(tau)}
-    box_full, box_test = fullsup["maxboxacc_v2"], test["maxboxacc_v2"]
-    correct_full, correct_test = box_full.state["correct"], box_test.state["correct"]
-    per_iou = {}
-    for row, delta in enumerate(box_test.iou_thresholds):
-        index = int(np.argmax(correct_full[row]))
-        per_iou[str(delta)] = {"threshold": float(box_test.thresholds[index]),
-                               "acc": float(correct_test[row, index] * 100.0 / box_test.n)}
-    out["boxacc_v2"] = {"mean": float(np.mean([v["acc"] for v in per_iou.values()])),
-                        "per_iou": per_iou}
+    """Operating points chosen on train-fullsup, applied to test (never chosen on test),
+    through `Protocol.transfer`: the paper protocol's numbers at the top level (the tables'
+    `fair` rows), MaxBoxAccV2 under `boxacc_v2`, any other protocol with an operating point
+    (a plugin's) under its suite name."""
+    out: dict[str, Any] = {"selected_on": "fullsup",
+                           **test["paper"].transfer(fullsup["paper"]),
+                           "boxacc_v2": test["maxboxacc_v2"].transfer(fullsup["maxboxacc_v2"])}
+    for name, protocol in test.items():
+        if name not in ("paper", "maxboxacc_v2") and name in fullsup:
+            moved = protocol.transfer(fullsup[name])
+            if moved is not None:
+                out[name] = moved
     return out
 
 
@@ -167,8 +184,7 @@ def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device, ctx=No
     metrics["fair"] = fair_protocol(evaluated["fullsup"], evaluated["test"])
     test = evaluated["test"]
     outcomes = per_image_outcomes(data.test, preds["test"].maps, preds["test"].logits,
-                                  test["paper"], test["maxboxacc_v2"],
-                                  fair_tau=metrics["fair"]["cam_threshold"])
+                                  test, evaluated["fullsup"])
     atomic_write_text(out_dir / PER_IMAGE_NAME, outcomes.to_csv(index=False))
     if opts.baselines:
         metrics["baselines"] = run_baselines(data.test, opts)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from wsolbench.errors import InputFileError, WsolbenchError
+from wsolbench.runpaths import RUNS_DIR, RunPaths, chosen_key
 from wsolbench.stats import seed_summary
 
 REAL_NAMES = {"cub": "CUB-200-2011", "ilsvrc": "ILSVRC"}
@@ -100,16 +101,16 @@ def _backbone(config: dict[str, Any]) -> str:
 
 
 def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
-                 seeds: list[int]) -> pd.DataFrame:
-    """Long frame of every number of every requested run (a missing run is an error)."""
+                 seeds: list[int], run_keys: dict[str, str] | None = None) -> pd.DataFrame:
+    """Long frame of every number of every requested run (a missing run is an error).
+    `run_keys` picks a method's config where it has runs of several (`RunPaths.find`)."""
     rows = []
     for dataset in datasets:
         for method in methods:
             for seed in seeds:
-                path = Path(results_dir) / "runs" / dataset / method / str(seed) / "results.json"
-                if not path.is_file():
-                    raise WsolbenchError(f"{path}: missing; run `wsolbench run --method "
-                                         f"{method} --dataset {dataset} --seed {seed}` first")
+                paths = RunPaths.find(results_dir, dataset, method, seed,
+                                      chosen_key(run_keys, dataset, method))
+                path = paths.require()
                 try:
                     results = json.loads(path.read_text())
                     numbers = run_numbers(results)
@@ -117,6 +118,7 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                     raise WsolbenchError(f"{path}: not a complete wsolbench results file "
                                          f"({type(exc).__name__}: {exc})") from None
                 base = {"dataset": dataset, "method": method, "seed": seed,
+                        "run_key": paths.key,
                         "backbone": _backbone(results["config"]),
                         "input": int(results["config"]["image_size"]),
                         "display_name": results.get("display_name", method),
@@ -129,11 +131,11 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
 def methods_with_runs(results_dir: Path, datasets: list[str]) -> list[str]:
     """Method names with a run folder on every one of `datasets` (the default method list of
     `tables` and `figures`: whatever was run, built-in or plugin), sorted."""
-    found = [{p.name for p in (Path(results_dir) / "runs" / d).glob("*") if p.is_dir()}
+    found = [{p.name for p in (Path(results_dir) / RUNS_DIR / d).glob("*") if p.is_dir()}
              for d in datasets]
     methods = sorted(set.intersection(*found)) if found else []
     if not methods:
-        raise WsolbenchError(f"{Path(results_dir) / 'runs'}: no method has runs on "
+        raise WsolbenchError(f"{Path(results_dir) / RUNS_DIR}: no method has runs on "
                              f"{', '.join(datasets)}; `wsolbench run` first")
     return methods
 

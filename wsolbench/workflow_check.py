@@ -55,3 +55,34 @@ def check_workflow_config(config: dict[str, Any]) -> None:
                 key = "set" if entry.get("set") else "preset"
                 raise WsolbenchError(f"config methods.{name}.{key} (for dataset {dataset!r}): "
                                      f"{exc}") from None
+
+
+def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
+    """The run key (`wsolbench.runpaths`) of `wsolbench run` for one (dataset, method) of the
+    workflow config: the same options `workflow/rules/common.smk::run_args` passes, so
+    Snakemake names the folder the run will write."""
+    from pathlib import Path
+
+    from wsolbench.options import RunOptions
+    from wsolbench.resolve import run_paths
+
+    data_entry = config["datasets"][dataset] or {}
+    method_entry = config["methods"][method] or {}
+    evaluation = config.get("evaluation") or {}
+
+    def path(value: Any) -> Path | None:
+        return Path(value) if value else None
+
+    opts = RunOptions(
+        method=method, dataset=dataset, preset=method_entry.get("preset"),
+        results_dir=Path(config.get("results_dir", "results")),
+        data_root=path(data_entry.get("data_root")),
+        fullsup_metadata=path(data_entry.get("fullsup_metadata")),
+        fullsup_images=path(data_entry.get("fullsup_images")),
+        overrides=_values(method_entry.get("set")),
+        dataset_overrides=_values(data_entry.get("data_set")),
+        pretrained=path(method_entry.get("pretrained")),
+        pretrained_sha256=method_entry.get("pretrained_sha256"),
+        cam_curve_interval=float(evaluation.get("cam_curve_interval", 0.001)),
+        first_box_only=bool(data_entry.get("first_box_only", False)))
+    return run_paths(opts).key

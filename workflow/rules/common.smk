@@ -4,6 +4,8 @@ import os
 import re
 import shlex
 
+from wsolbench.workflow_check import workflow_run_key
+
 RESULTS = config.get("results_dir", "results")
 EVAL = config.get("evaluation", {})
 RES = config.get("resources", {})
@@ -27,6 +29,7 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     method="|".join(map(re.escape, METHODS)),
     seed=r"\d+",
+    run_key=r"[A-Za-z0-9_.]+-[0-9a-f]{8}",
 
 
 def _value(value):
@@ -80,8 +83,19 @@ def run_args(wildcards):
     return " ".join(a for a in args if a)
 
 
+# Each (dataset, method)'s run key: the folder `wsolbench run` writes, from the same options
+# (wsolbench.runpaths; a changed config gets a new folder instead of overwriting a run).
+RUN_KEYS = {(d, m): workflow_run_key(config, d, m) for d in DATASETS for m in METHODS}
+
+
 def run_file(dataset, method, seed, name="results.json"):
-    return f"{RESULTS}/runs/{dataset}/{method}/{seed}/{name}"
+    return f"{RESULTS}/runs/{dataset}/{method}/{RUN_KEYS[dataset, method]}/{seed}/{name}"
+
+
+def run_key_args(datasets):
+    """`--run-key` options naming this workflow's runs for tables/figures (other runs of
+    the same methods under the results folder are left out)."""
+    return " ".join(f"--run-key {d}/{m}={RUN_KEYS[d, m]}" for d in datasets for m in METHODS)
 
 
 def all_run_files(datasets=None, name="results.json"):
@@ -109,9 +123,11 @@ def figure_files():
 
 
 def results_dir_of(run_output):
-    """The results folder of a `runs/<dataset>/<method>/<seed>/<file>` path."""
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.dirname(run_output)))))
+    """The results folder of a `runs/<dataset>/<method>/<run key>/<seed>/<file>` path."""
+    path = run_output
+    for _ in range(6):
+        path = os.path.dirname(path)
+    return path
 
 
 def csv_list(values):

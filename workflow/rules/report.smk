@@ -24,13 +24,14 @@ rule tables:
         seeds=csv_list(SEEDS),
         protocols=csv_list(config["protocols"]),
         resamples=EVAL.get("bootstrap_resamples", 10000),
+        run_keys=run_key_args(TABLE_DATASETS),
     conda:
         "../envs/wsolbench.yaml"
     threads: 1
     shell:
         "wsolbench tables --results-dir {params.results} {params.roles} --methods {params.methods} "
         "--seeds {params.seeds} --protocols {params.protocols} --reported {input.reported} "
-        "--resamples {params.resamples} --out {params.out} > {log} 2>&1"
+        "--resamples {params.resamples} {params.run_keys} --out {params.out} > {log} 2>&1"
 
 
 rule figures:
@@ -50,12 +51,13 @@ rule figures:
         methods=csv_list(METHODS),
         seeds=csv_list(SEEDS),
         images=EVAL.get("figure_images", 6),
+        run_keys=lambda wc: run_key_args([wc.dataset]),
     conda:
         "../envs/wsolbench.yaml"
     threads: 1
     shell:
         "wsolbench figures {params.args} --methods {params.methods} --seeds {params.seeds} "
-        "--images {params.images} --out {params.out} > {log} 2>&1"
+        "--images {params.images} {params.run_keys} --out {params.out} > {log} 2>&1"
 
 
 rule summary:

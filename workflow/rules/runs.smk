@@ -27,11 +27,11 @@ rule run:
     input:
         f"{RESULTS}/workflow/data/{{dataset}}.json",
     output:
-        results=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/results.json",
-        per_image=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/per_image_test.csv",
-        predictions=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{seed}}/predictions_test.npz",
+        results=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{run_key}}/{{seed}}/results.json",
+        per_image=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{run_key}}/{{seed}}/per_image_test.csv",
+        predictions=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{run_key}}/{{seed}}/predictions_test.npz",
     log:
-        f"{RESULTS}/logs/run/{{dataset}}/{{method}}/{{seed}}.log",
+        f"{RESULTS}/logs/run/{{dataset}}/{{method}}/{{run_key}}/{{seed}}.log",
     params:
         args=run_args,
     conda:

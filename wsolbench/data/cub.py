@@ -151,6 +151,7 @@ class CUBDataset:
     """
 
     name = "cub"
+    family = "cub"  # which method presets apply (`WSOLMethod.default_presets`)
 
     @classmethod
     def load(cls, root: Path | str | None, *, fullsup_metadata: Path | str | None = None,

@@ -128,6 +128,7 @@ class ILSVRCDataset:
     """Real ILSVRC-2012 (`--data-root` holds `train/`, `val/` and optionally `val_boxes/`)."""
 
     name = "ilsvrc"
+    family = "ilsvrc"  # which method presets apply (`WSOLMethod.default_presets`)
 
     @classmethod
     def load(cls, root: Path | str | None, *, fullsup_metadata: Path | str | None = None,

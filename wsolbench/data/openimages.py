@@ -52,6 +52,7 @@ class OpenImagesDataset:
     """The real OpenImages30k (`--data-root` = a wsolevaluation checkout with its dataset)."""
 
     name = "openimages"
+    family = "openimages"  # which method presets apply (`WSOLMethod.default_presets`)
 
     @classmethod
     def load(cls, root: Path | str | None, **_ignored) -> WSOLData:

@@ -540,6 +540,7 @@ class SynthCUBDataset:
     """The embedded default: generated on first use into `results/data/synth-cub-<hash>/`."""
 
     name = "synth-cub"
+    family = "synth"  # which method presets apply (`WSOLMethod.default_presets`)
     config_class = SynthConfig
     layout = "cub"
 
