@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,64 @@ def test_gradient_based_localize_works_where_evaluation_calls_it():
         out = method.localize(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
     plain = CAM.localize(method, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
     assert out.maps.shape == plain.maps.shape and torch.isfinite(out.maps).all()
+
+
+# ------------------------------------------------------------------ import contract
+
+CORE = Path(__file__).resolve().parents[1] / "wsolbench"
+
+
+def _core_modules():
+    """Core source files (the installed plugin packages live elsewhere in the checkout)."""
+    return sorted(p for p in CORE.rglob("*.py"))
+
+
+def test_core_never_imports_a_plugin_module():
+    import ast
+
+    offenders = []
+    for path in _core_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}:{node.lineno} imports {n}" for n in names
+                          if n.split(".")[:2] in (["wsolbench", "methods"],
+                                                  ["wsolbench", "protocols"])
+                          or n.split(".")[0] in ("methods", "protocols")]
+    assert not offenders, offenders
+
+
+def _plugin_only_protocol_methods() -> set[str]:
+    """Callables every registered protocol defines beyond the `Protocol` interface."""
+    from wsolbench.protocol import Protocol
+
+    names: set[str] = set()
+    for name in list_plugins("protocols"):
+        for klass in get_plugin("protocols", name).__mro__:
+            if klass is Protocol or not issubclass(klass, Protocol):
+                continue
+            names |= {k for k, v in vars(klass).items()
+                      if callable(v) and not k.startswith("__")}
+    return names - set(dir(Protocol))
+
+
+def test_core_reads_protocols_only_through_the_interface():
+    """No core module calls a protocol's own helpers (`best_ious`, `box_at`, ...) or reads
+    its counters (`.state`) outside `protocol.py`: only the base class's methods. (The old
+    per_image.py, fair transfer and figures did; `Record.gt_boxes` shares a name with a
+    protocol helper and is allowed.)"""
+    import ast
+
+    forbidden = _plugin_only_protocol_methods() - {"gt_boxes"}
+    assert {"best_ious", "box_at", "best_threshold"} <= forbidden  # the check can bite
+    offenders = []
+    for path in _core_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            on_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+            if node.attr in forbidden and not on_self:
+                offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if node.attr == "state" and path.name != "protocol.py" and not on_self:
+                offenders.append(f"{path.name}:{node.lineno} .state")
+    assert not offenders, offenders

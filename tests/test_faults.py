@@ -59,9 +59,11 @@ def _tiny_trt_args(results, data_dir, *extra):
             "--threads", "1", *extra]
 
 
-def _kill_after_first_checkpoint(job, run_dir, sig):
+def _kill_after_first_checkpoint(job, results, sig):
+    """Kill `job` once a TRT run under `results` has written its first checkpoint."""
     deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+    runs = results / "runs" / "synth-cub" / "trt"
+    while not list(runs.glob("*/0/checkpoint.pt")) and time.monotonic() < deadline:
         assert job.poll() is None, job.communicate()
         time.sleep(0.05)
     os.kill(job.pid, sig)
@@ -84,9 +86,9 @@ def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, 
     every epoch's loss at its own step exactly once; nothing half-written in the run
     folder; SIGTERM itself ends with one line and exit status 143, the run KILLED."""
     results = tmp_path / "results"
-    run_dir = run_dir_of(results, "synth-cub", "trt")
     job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
-    _, err = _kill_after_first_checkpoint(job, run_dir, sig)
+    _, err = _kill_after_first_checkpoint(job, results, sig)
+    run_dir = run_dir_of(results, "synth-cub", "trt")
     client, runs = _runs(results)
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     if sig != signal.SIGKILL:  # scancel / a time limit, or Ctrl-C
@@ -114,9 +116,8 @@ def test_killed_run_resumes_into_the_same_mlflow_run_with_every_epoch(tmp_path, 
 @pytest.mark.slow
 def test_a_fresh_rerun_closes_the_killed_attempts_run(tmp_path, tiny_synth, tiny_synth_dir):
     results = tmp_path / "results"
-    run_dir = run_dir_of(results, "synth-cub", "trt")
     job = _wsolbench(*_tiny_trt_args(results, tiny_synth_dir))
-    _kill_after_first_checkpoint(job, run_dir, signal.SIGKILL)
+    _kill_after_first_checkpoint(job, results, signal.SIGKILL)
     _, runs = _runs(results)
     assert {r.info.status for r in runs} == {"RUNNING"}  # what kill -9 leaves behind
     done = subprocess.run([sys.executable, "-m", "wsolbench",
