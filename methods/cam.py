@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wsolbench.method import Localization, MethodConfig, WSOLMethod, load_matching
+from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod, load_matching
 from wsolbench.vit import check_timm_name
 
 
@@ -113,6 +113,10 @@ class CAM(WSOLMethod):
         weights = self.fc.weight[labels]  # [B, C]
         maps = torch.einsum("bc,bchw->bhw", weights, feats)
         return Localization(maps=maps.detach(), logits=logits.detach())
+
+    def default_feature_layer(self) -> FeatureLayer:
+        """The backbone's output: the map the classifier pools (CAM's own map weighs it)."""
+        return FeatureLayer("features", self.features)
 
     def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
         """Backbone weights (timm or wsolbench key names); the new head stays initialised."""

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.method import Localization, MethodConfig, WSOLMethod
+from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
 from wsolbench.errors import WsolbenchError
 from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
 
@@ -200,6 +200,13 @@ class TRT(WSOLMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """TPSM logits p^t: the classification output in both stages."""
         return self._run(images, with_cam=False)["logits"]
+
+    def default_feature_layer(self) -> FeatureLayer:
+        """Block L-1's output: the last patch grid on the path to the TPSM logits (block L
+        sees only the class token and the fused token)."""
+        index = len(self.vit.blocks) - 2
+        return FeatureLayer(f"vit.blocks.{index}", self.vit.blocks[index],
+                            self.vit.num_prefix_tokens)
 
     @staticmethod
     def refined_attention(m: torch.Tensor, keep: torch.Tensor, lam: torch.Tensor,

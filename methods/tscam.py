@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.method import Localization, MethodConfig, WSOLMethod
+from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
 from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
 
 
@@ -74,6 +74,10 @@ class TSCAM(WSOLMethod):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.semantic_maps(images).mean(dim=(2, 3))
+
+    def default_feature_layer(self) -> FeatureLayer:
+        """The final norm: its patch tokens are the grid the conv head classifies."""
+        return FeatureLayer("vit.norm", self.vit.norm, self.vit.num_prefix_tokens)
 
     def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
         with capture_class_attention(self.vit.blocks, self.vit.num_prefix_tokens) as rows:

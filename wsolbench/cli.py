@@ -232,6 +232,43 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 
 
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="A checkpoint.pt written by `wsolbench run` (the classifier explained).")
+@click.option("--method", "methods", required=True,
+              help="Comma-separated post-hoc explainers (`wsolbench list methods`; e.g. "
+                   "gradcam,gradcam-pp,eigencam from `pip install -e plugins/wsolbench-gradcam`).")
+@click.option("--layer", default=None,
+              help="Module path of the layer to explain (default: the trained method's "
+                   "feature layer, e.g. `features` for CAM, `vit.norm` for TS-CAM).")
+@_dataset_options
+def explain(checkpoint, methods, layer, dataset, data_root, fullsup_metadata, fullsup_images,
+            data_set, device, results_dir, num_workers, cam_curve_interval, no_baselines,
+            eval_workers, first_box_only) -> None:
+    """Score post-hoc explainers on a trained checkpoint under every protocol.
+
+    Each explainer's results land in RESULTS_DIR/runs/<dataset>/<explainer>@<method>/<run
+    key>/<seed>/ with the explained run's seed, so `wsolbench tables --methods
+    cam,gradcam@cam` puts them beside the trained methods.
+    """
+    from wsolbench.explain import explain_checkpoint
+    from wsolbench.options import RunOptions
+
+    del no_baselines  # baselines are the trained runs' business: explainers skip them
+    opts = RunOptions(method="", dataset=dataset, device=device, data_root=data_root,
+                      fullsup_metadata=fullsup_metadata, fullsup_images=fullsup_images,
+                      results_dir=results_dir, dataset_overrides=_overrides(data_set),
+                      num_workers=num_workers, cam_curve_interval=cam_curve_interval,
+                      baselines=False, mlflow=False, eval_workers=eval_workers,
+                      first_box_only=first_box_only)
+    for results in explain_checkpoint(opts, checkpoint, _name_list(methods), layer):
+        v2 = results["metrics"]["test"]["maxboxacc_v2"]["mean"]
+        paper = results["metrics"]["test"]["paper"]
+        click.echo(f"{results['method']} (layer {results['explained']['layer']}): "
+                   f"MaxBoxAccV2 {v2:.2f}, Top-1 Loc {paper['top1_loc']:.2f}, GT-known Loc "
+                   f"{paper['gt_known_loc']:.2f}; {results['run_dir']}/")
+
+
 @cli.command("evaluate-maps")
 @click.option("--maps", "maps_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of <image_id>.npy maps (wsolevaluation's names).")

@@ -99,6 +99,35 @@ class Localization(NamedTuple):
     logits: torch.Tensor
 
 
+@dataclass(frozen=True)
+class FeatureLayer:
+    """A module of a trained method whose output is a spatial feature map on the
+    classification path: what post-hoc explainers (Grad-CAM and its family) read
+    (docs/plugins.md §"Post-hoc explainers").
+
+    Attributes:
+        name: the module's path in the method (`dict(method.named_modules())[name]`).
+        module: the module itself (explainers hook its output and gradient).
+        prefix_tokens: None for a conv map `[B, C, h, w]`; for a transformer, the number of
+            class/distillation tokens before the `h*w` patch tokens of `[B, n, C]`.
+    """
+
+    name: str
+    module: nn.Module
+    prefix_tokens: int | None = None
+
+    def to_grid(self, output: torch.Tensor) -> torch.Tensor:
+        """The module's output as `[B, C, h, w]` (patch tokens of a square grid)."""
+        if self.prefix_tokens is None:
+            return output
+        tokens = output[:, self.prefix_tokens:]
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise WsolbenchError(f"layer {self.name!r}: {tokens.shape[1]} patch tokens do not "
+                                 "form a square grid")
+        return tokens.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)
+
+
 class WSOLMethod(nn.Module):
     """Base class of method plugins. Subclasses set `name`, `config_class`, `presets`."""
 
@@ -110,6 +139,8 @@ class WSOLMethod(nn.Module):
     # ...) when `--preset` is not given; a family missing here uses the preset of its name.
     default_presets: ClassVar[dict[str, str]] = {}
     paper: ClassVar[str] = ""
+    # A post-hoc method trains nothing: it explains a trained method (`PostHocMethod`).
+    posthoc: ClassVar[bool] = False
     # Convolutional methods run faster with NHWC tensors (the engine converts both the model
     # and its inputs when this is set); transformers gain nothing.
     channels_last: ClassVar[bool] = False
@@ -180,6 +211,57 @@ class WSOLMethod(nn.Module):
     def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
         """Load backbone weights; returns the dropped/missing key lists it tolerated."""
         raise WsolbenchError(f"method {self.name!r} cannot load pretrained weights")
+
+    def feature_layer(self, name: str | None = None) -> FeatureLayer:
+        """The layer post-hoc explainers read: by default the method's last spatial
+        features on the path to its logits; `name` picks any other module by its path.
+        Methods override `default_feature_layer`; without one, explainers cannot run."""
+        default = self.default_feature_layer()
+        if name is None or name == "":
+            if default is None:
+                raise WsolbenchError(f"method {self.name!r} declares no feature layer for "
+                                     "explainers; name one with --layer MODULE_PATH")
+            return default
+        modules = dict(self.named_modules())
+        if name not in modules:
+            near = [n for n in modules if n.endswith(name.split(".")[-1])][:5]
+            raise WsolbenchError(f"method {self.name!r} has no module {name!r}"
+                                 + (f"; similar: {', '.join(near)}" if near else ""))
+        tokens = default.prefix_tokens if default is not None else None
+        return FeatureLayer(name, modules[name], tokens)
+
+    def default_feature_layer(self) -> FeatureLayer | None:
+        """The method's last spatial feature layer (None: it declares none)."""
+        return None
+
+
+class PostHocMethod(WSOLMethod):
+    """A method that trains nothing and explains a trained method's classifier
+    (Grad-CAM and its family; docs/plugins.md §"Post-hoc explainers").
+
+    `wsolbench explain --checkpoint RUN/checkpoint.pt --method NAME[,NAME...]` loads the
+    trained method and builds each explainer with `cls(trained, layer)`; evaluation then
+    calls `localize` like any method's. The explainer's `config` is the trained method's
+    (image size, normalization and the paper protocol's tau stay those of the checkpoint).
+    """
+
+    posthoc = True
+
+    def __init__(self, trained: WSOLMethod, layer: str | None = None) -> None:
+        super().__init__(trained.config, trained.num_classes)
+        self.trained = trained
+        self.layer = trained.feature_layer(layer)
+
+    def stages(self) -> tuple[str, ...]:
+        return ()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trained(images)
+
+    def describe(self) -> dict[str, str]:
+        """What was explained, for results.json."""
+        return {"explainer": self.name, "explained_method": self.trained.name,
+                "layer": self.layer.name}
 
 
 def sha256_file(path: Path | str) -> str:

@@ -47,6 +47,10 @@ def resolve_method_config(name: str, preset: str | None, dataset: str,
                           overrides: dict[str, str]):
     """`(method class, config, preset name)`; checked before any data is read or generated."""
     method_cls = get_plugin("methods", name)
+    if getattr(method_cls, "posthoc", False):
+        raise WsolbenchError(f"method {name!r} trains nothing: it explains a trained "
+                             f"checkpoint (`wsolbench explain --checkpoint RUN/checkpoint.pt "
+                             f"--method {name}`)")
     if preset is None:
         family = getattr(get_plugin("datasets", dataset), "family", dataset)
         preset = method_cls.default_presets.get(family, family)

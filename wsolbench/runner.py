@@ -292,22 +292,14 @@ def evaluation_dir(opts: RunOptions, checkpoint: Path, dataset: str) -> Path:
     return opts.results_dir / "evaluations" / name / dataset
 
 
-def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None,
-                        out_dir: Path | None = None) -> dict[str, Any]:
-    """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run).
+def load_trained(checkpoint: Path, num_classes: int):
+    """`(method, checkpoint dict)`: the method plugin a wsolbench checkpoint names, built from
+    its saved config and loaded with its weights."""
+    from wsolbench.engine import load_checkpoint, read_checkpoint
 
-    Predictions, per-image outcomes and `results_evaluate.json` go to `out_dir` (default
-    `evaluation_dir`); `out` names another path for the results file.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from wsolbench.engine import load_checkpoint, read_checkpoint, resolve_device
-
-    device = resolve_device(opts.device)
     ckpt = read_checkpoint(checkpoint)
     if "method" not in ckpt or "config" not in ckpt:
         raise WsolbenchError(f"{checkpoint}: not a wsolbench checkpoint (no method/config)")
-    data = load_dataset(opts)
-    check_splits(data)
     method_cls = get_plugin("methods", ckpt["method"])
     known = {f.name for f in dataclasses.fields(method_cls.config_class)}
     unknown = sorted(set(ckpt["config"]) - known)
@@ -318,8 +310,25 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
             f"wsolbench ({__version__}) does not know: {', '.join(unknown)}")
     config = method_cls.config_class(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in ckpt["config"].items()})
-    method = method_cls(config, data.num_classes)
+    method = method_cls(config, num_classes)
     load_checkpoint(checkpoint, method, ckpt)
+    return method, ckpt
+
+
+def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None,
+                        out_dir: Path | None = None) -> dict[str, Any]:
+    """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run).
+
+    Predictions, per-image outcomes and `results_evaluate.json` go to `out_dir` (default
+    `evaluation_dir`); `out` names another path for the results file.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from wsolbench.engine import resolve_device
+
+    device = resolve_device(opts.device)
+    data = load_dataset(opts)
+    check_splits(data)
+    method, ckpt = load_trained(checkpoint, data.num_classes)
     out_dir = Path(out_dir) if out_dir else evaluation_dir(opts, checkpoint, data.name)
     if out_dir.resolve() == Path(checkpoint).resolve().parent:
         raise WsolbenchError(f"{out_dir}: that is the evaluated run's own folder; evaluation "

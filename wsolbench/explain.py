@@ -1,0 +1,116 @@
+"""`wsolbench explain`: post-hoc explainers scored on a trained checkpoint, as runs.
+
+Each explainer (a `PostHocMethod` plugin, e.g. Grad-CAM++ from the `wsolbench-gradcam`
+distribution) wraps the checkpoint's trained method and goes through the same evaluation
+suite as a trained method. Its files land in a run folder of its own,
+`runs/<dataset>/<explainer>@<trained method>/<run key>/<seed>/`, with the seed of the
+explained run, so `wsolbench tables --methods cam,gradcam@cam,...` and `wsolbench figures`
+read them like any run (docs/plugins.md §"Post-hoc explainers").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_write_json
+from wsolbench.options import RunOptions, check_writable_dir
+from wsolbench.provenance import git_commit, package_versions
+from wsolbench.registry import get_plugin
+from wsolbench.resolve import check_splits, dataset_config, load_dataset
+from wsolbench.runpaths import RunPaths, run_key
+
+logger = logging.getLogger(__name__)
+
+POSTHOC_PRESET = "posthoc"  # the run key's prefix of explainer runs
+
+
+def explained_name(explainer: str, trained: str) -> str:
+    """The method folder (and tables' method name) of an explainer applied to a method."""
+    return f"{explainer}@{trained}"
+
+
+def explainer_classes(names: list[str]) -> list[type]:
+    """The registered post-hoc method plugins `names`, checked before any work."""
+    classes = []
+    for name in names:
+        cls = get_plugin("methods", name)
+        if not getattr(cls, "posthoc", False):
+            raise WsolbenchError(f"--method {name}: a trained method, not a post-hoc explainer; "
+                                 f"`wsolbench run --method {name}` trains it")
+        classes.append(cls)
+    return classes
+
+
+def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str],
+                       layer: str | None = None) -> list[dict[str, Any]]:
+    """Score every explainer in `explainers` on `checkpoint`'s trained method; returns each
+    one's results (also written to its run folder)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from wsolbench.engine import resolve_device
+    from wsolbench.method import sha256_file
+    from wsolbench.runner import load_trained
+    from wsolbench.suite import evaluate_model
+
+    classes = explainer_classes(explainers)
+    check_writable_dir(opts.results_dir)
+    device = resolve_device(opts.device)
+    data = load_dataset(opts)
+    check_splits(data)
+    trained, ckpt = load_trained(checkpoint, data.num_classes)
+    seed = int(ckpt.get("seed", opts.seed))
+    digest = sha256_file(checkpoint)
+    source_config = json_config(trained.config)
+    data_config = dataset_config(opts)
+    out = []
+    for cls in classes:
+        t_start = time.perf_counter()
+        explainer = cls(trained, layer)
+        explained = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest,
+                     **explainer.describe()}
+        identity = {"dataset": data.name, "explained": {**explained, "checkpoint": None},
+                    "dataset_config": dataclasses.asdict(data_config) if data_config else None,
+                    "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
+                    "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
+                    "first_box_only": opts.first_box_only}
+        paths = RunPaths(opts.results_dir, data.name, explained_name(cls.name, trained.name),
+                         run_key(POSTHOC_PRESET, identity), seed)
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        resolved = {"method": paths.method, "display_name": display_name(cls, type(trained)),
+                    "dataset": data.name, "seed": seed, "preset": POSTHOC_PRESET,
+                    "run_key": paths.key, "run_dir": str(paths.dir), "config": source_config,
+                    "explained": explained, "dataset_info": data.info,
+                    "select_checkpoint": "last",
+                    "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval,
+                                       "curve_step": opts.curve_step},
+                    "git_commit": git_commit(), "versions": package_versions()}
+        atomic_write_json(paths.file("config.json"), resolved)
+        logger.info("%s: explaining %s (layer %s) on %s", paths.method, checkpoint,
+                    explainer.layer.name, data.name)
+        metrics, _ = evaluate_model(explainer, data, opts, paths.dir, device)
+        results = {**resolved, "metrics": metrics, "mlflow_run_id": None,
+                   "timings": {"train_s": 0.0, "evaluate_s": time.perf_counter() - t_start,
+                               "total_s": time.perf_counter() - t_start}}
+        atomic_write_json(paths.file("results.json"), results)
+        out.append(results)
+    return out
+
+
+def display_name(explainer_cls: type, trained_cls: type) -> str:
+    """How tables name an explainer row: "Grad-CAM++ (TS-CAM)"."""
+    def shown(cls: type) -> str:
+        return cls.display_name or cls.name
+
+    return f"{shown(explainer_cls)} ({shown(trained_cls)})"
+
+
+def json_config(config) -> dict[str, Any]:
+    """A method config as results.json stores it (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(config).items()}
