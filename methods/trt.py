@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
 from wsolbench.errors import WsolbenchError
+from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
 from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
 
 POLICY_EPS = 1e-6

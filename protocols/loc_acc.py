@@ -31,8 +31,8 @@ from wsolbench.boxes import (
     iou_matrix,
     scale_boxes_official,
 )
-from wsolbench.postprocess import quantize, scoremap_official
 from wsolbench.errors import WsolbenchError
+from wsolbench.postprocess import quantize, scoremap_official
 from wsolbench.protocol import BoxDrawing, EvalBatch, Protocol, percent, topk_hits
 from wsolbench.thresholds import integer_thresholds, threshold_grid
 

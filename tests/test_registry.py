@@ -17,7 +17,7 @@ def test_builtin_plugins_are_registered_through_entry_points():
 def test_wildcards():
     assert list_plugins("protocols", "maxbox*") == ["maxboxacc", "maxboxacc_v2"]
     assert list_plugins("datasets", "synth-*") == ["synth-cub", "synth-imagenet",
-                                                   "synth-openimages"]
+                                                   "synth-openimages", "synth-pretrain"]
     assert list_plugins("methods", "zzz*") == []
 
 

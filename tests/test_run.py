@@ -232,7 +232,7 @@ def test_synth_imagenet_run_end_to_end(tmp_path):
 def test_pretrained_file_is_hashed_and_a_wrong_sha256_refused(tmp_path, tiny_synth,
                                                              tiny_synth_dir):
     from wsolbench.errors import WsolbenchError
-    from wsolbench.method import sha256_file
+    from wsolbench.fileio import sha256_file
 
     method, _ = build_method("cam", None, "synth-cub", FAST, tiny_synth.num_classes)
     weights = tmp_path / "backbone.pth"

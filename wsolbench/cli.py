@@ -269,6 +269,33 @@ def explain(checkpoint, methods, layer, dataset, data_root, fullsup_metadata, fu
                    f"{paper['gt_known_loc']:.2f}; {results['run_dir']}/")
 
 
+@cli.command()
+@click.option("--backbone", type=click.Choice(["smallcnn", "vit_synth"]), required=True,
+              help="The synth backbone to pretrain (CAM's CNN, or the ViT of TS-CAM/TRT).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Weights file to write (.safetensors; its manifest goes beside it as .json).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value (PretrainConfig: epochs, lr, batch_size, ...).")
+@click.option("--data-set", "data_set", multiple=True, metavar="KEY=VALUE",
+              help="Override a corpus knob (SynthPretrainConfig).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="The corpus is generated under RESULTS_DIR/data.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch intra-op threads (default: torch's).")
+def pretrain(backbone, out, settings, data_set, results_dir, threads) -> None:
+    """Pretrain a synth backbone as a plain classifier on the synth-pretrain corpus (the
+    role ImageNet plays for CUB); resumable: rerun the same command after a kill."""
+    from wsolbench.config import apply_overrides
+    from wsolbench.pretrain import PretrainConfig
+    from wsolbench.pretrain import pretrain as run_pretrain
+
+    cfg = apply_overrides(PretrainConfig(backbone=backbone), _overrides(settings))
+    data = _load_data("synth-pretrain", None, None, None, data_set, results_dir)
+    manifest = run_pretrain(cfg, data, out, threads=threads)
+    click.echo(f"{out}: sha256 {manifest['sha256']}, test acc {manifest['test_acc']:.1f} %, "
+               f"{manifest['seconds']:.0f} s")
+
+
 @cli.command("evaluate-maps")
 @click.option("--maps", "maps_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of <image_id>.npy maps (wsolevaluation's names).")

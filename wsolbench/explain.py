@@ -54,7 +54,7 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from wsolbench.engine import resolve_device
-    from wsolbench.method import sha256_file
+    from wsolbench.fileio import sha256_file
     from wsolbench.runner import load_trained
     from wsolbench.suite import evaluate_model
 

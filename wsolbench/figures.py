@@ -9,18 +9,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from wsolbench.data.records import Record  # noqa: E402
-from wsolbench.fileio import atomic_path  # noqa: E402
-from wsolbench.per_image import ERROR_CATEGORIES  # noqa: E402
-from wsolbench.protocol import BoxDrawing  # noqa: E402
+from wsolbench.data.records import Record
+from wsolbench.fileio import atomic_path
+from wsolbench.per_image import ERROR_CATEGORIES
+from wsolbench.protocol import BoxDrawing
 
 
 def _image(record: Record, frame: int) -> np.ndarray:

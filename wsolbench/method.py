@@ -8,7 +8,6 @@ normalization inside a method; `wsolbench.postprocess` is the one place that doe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,9 @@ class MethodConfig:
     cam_threshold: float = 0.1
     train_transform: str = "resize_crop_flip"  # or "timm_randaug" (TRT on ILSVRC)
     filter_bias_and_bn: bool = True
+    # Shipped starting weights (wsolbench/weights/<name>.safetensors, from `wsolbench
+    # pretrain`), loaded like --pretrained when that is not given; "" trains from scratch.
+    init_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -262,14 +264,6 @@ class PostHocMethod(WSOLMethod):
         """What was explained, for results.json."""
         return {"explainer": self.name, "explained_method": self.trained.name,
                 "layer": self.layer.name}
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:

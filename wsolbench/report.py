@@ -22,8 +22,16 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_write_text
 from wsolbench.runpaths import RunPaths, chosen_key
 from wsolbench.stats import paired_bootstrap
-from wsolbench.tables import (TABLES, build_table, collect_runs, read_reported,
-                              summarize_seeds, to_html, to_latex, to_markdown)
+from wsolbench.tables import (
+    TABLES,
+    build_table,
+    collect_runs,
+    read_reported,
+    summarize_seeds,
+    to_html,
+    to_latex,
+    to_markdown,
+)
 
 PER_IMAGE_FILE = "per_image_test.csv"
 # Per-image columns compared between methods, with the protocol each belongs to.

@@ -12,6 +12,7 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.options import RunOptions
 from wsolbench.registry import get_plugin
 from wsolbench.runpaths import RunPaths, run_key
+from wsolbench.weights import shipped_sha256
 
 
 def dataset_config(opts: RunOptions):
@@ -97,6 +98,8 @@ def run_paths(opts: RunOptions) -> RunPaths:
         "fullsup": [str(p) for p in (opts.fullsup_metadata, opts.fullsup_images) if p],
         "method": opts.method, "config": dataclasses.asdict(cfg),
         "pretrained": str(opts.pretrained_sha256 or opts.pretrained or ""),
+        "init_weights": shipped_sha256(cfg.init_weights)
+        if cfg.init_weights and not opts.pretrained else "",
         "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
         "first_box_only": opts.first_box_only, "select_checkpoint": opts.select_checkpoint,
     }

@@ -113,7 +113,8 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     from wsolbench.engine import Speed, resolve_device, resumed_history, set_deterministic, train
     from wsolbench.evaluation import make_batch
     from wsolbench.figures import localization_grid
-    from wsolbench.method import read_state_dict, sha256_file
+    from wsolbench.fileio import sha256_file
+    from wsolbench.method import read_state_dict
     from wsolbench.tracking import MLflowTracker, NullTracker, mlflow_metrics
 
     device = resolve_device(device_for(ctx, opts.device))
@@ -150,6 +151,19 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                                  f"--pretrained-sha256 {opts.pretrained_sha256}")
         report = method.load_pretrained(read_state_dict(opts.pretrained))
         pretrained = {"path": str(opts.pretrained), "sha256": digest, **report}
+    elif cfg.init_weights:
+        from wsolbench.weights import read_manifest, shipped_weights
+
+        path = shipped_weights(cfg.init_weights)
+        manifest = read_manifest(path)  # checks the file's SHA-256 against it
+        report = method.load_pretrained(read_state_dict(path))
+        pretrained = {"path": str(path), "sha256": manifest["sha256"],
+                      "shipped": cfg.init_weights, **report}
+    elif preset in ("cub", "ilsvrc"):
+        logger.warning("preset %s without --pretrained: the backbone starts from random "
+                       "weights, so the numbers are those of a from-scratch classifier, "
+                       "not comparable with the paper's (which fine-tunes ImageNet weights)",
+                       preset)
 
     paths = run_paths(opts)
     run_dir = paths.dir

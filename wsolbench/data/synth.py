@@ -10,7 +10,9 @@ fragments, so neither colour saliency nor a centre prior localizes the object.
 The dataset is written to disk in the exact CUB-200-2011 archive layout (plus CUBV2-like
 train-fullsup images with wsolevaluation metadata, and foreground/head masks), so that the
 real readers are exercised end to end. Same config -> identical bytes: each image draws from
-its own `SeedSequence((seed, split, index))`, so the worker count does not change anything.
+its own `SeedSequence((stream, seed, split, index))`, so the worker count does not change
+anything; `stream` is a number derived from the dataset's name, so two synthetic datasets
+never share an image's background or clutter (real datasets do not share images either).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from wsolbench.data.records import Record, WSOLData
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_directory, file_lock
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6  # 6: per-dataset random streams, hue_offset
 SPLITS = ("train", "test", "fullsup")
 
 
@@ -45,6 +47,9 @@ class SynthConfig:
     """Every knob of the generator; recorded with each run and hashed into the folder name."""
 
     seed: int = 0
+    # Which dataset's random stream images draw from (its name): synth-cub and
+    # synth-imagenet images must be independent draws, not the same backgrounds.
+    stream: str = "synth-cub"
     image_size: int = 64
     num_classes: int = 10
     train_per_class: int = 400
@@ -75,6 +80,9 @@ class SynthConfig:
     shapes: tuple[str, ...] = ("ellipse",)
     multi_instance_prob: float = 0.0
     max_instances: int = 3
+    # Head hues shifted by this fraction of a hue step: the pretraining corpus's classes
+    # sit between the benchmark's hues (other classes, as ImageNet's are not CUB's).
+    hue_offset: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse knobs the generator cannot honour, naming the key (before any drawing)."""
@@ -127,13 +135,18 @@ class Rendered:
 # ----------------------------------------------------------------------------- rendering
 
 
+def stream_number(stream: str) -> int:
+    """A dataset name as a 64-bit SeedSequence entropy word (stable across Pythons)."""
+    return int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "little")
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
 
-def _class_hue(c: int, n: int, n_shapes: int = 1) -> float:
+def _class_hue(c: int, n: int, n_shapes: int = 1, offset: float = 0.0) -> float:
     """Head hue of class c: classes cycle through the shapes, then through the hues."""
-    return (c // n_shapes) / math.ceil(n / n_shapes)
+    return (c // n_shapes + offset) / math.ceil(n / n_shapes)
 
 
 def _background_hue(c: int, n: int) -> float:
@@ -182,7 +195,8 @@ def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, shade: np.ndarray
 def _body_color(rng: np.random.Generator, cfg: SynthConfig, tint_class: int) -> np.ndarray:
     # A muted base (like plumage) so the weak class tint is visible over the whole body.
     base = _hsv(rng.random(), rng.uniform(*cfg.body_saturation), rng.uniform(0.45, 0.85))
-    tint = _hsv(_class_hue(tint_class, cfg.num_classes, len(cfg.shapes)), 0.9, 0.9)
+    tint = _hsv(_class_hue(tint_class, cfg.num_classes, len(cfg.shapes), cfg.hue_offset),
+                0.9, 0.9)
     return (1 - cfg.body_tint) * base + cfg.body_tint * tint
 
 
@@ -309,7 +323,7 @@ def _draw_object(rng: np.random.Generator, cfg: SynthConfig, canvas: _Canvas, im
     period = rng.uniform(0.35, 0.6) * scale
     _paint(img, body, _body_color(rng, cfg, label),
            _stripes(canvas, cx, cy, angle, period, rng.uniform(0, 6.3), cfg.stripe_depth))
-    head_rgb = _hsv(_class_hue(label, cfg.num_classes, len(cfg.shapes))
+    head_rgb = _hsv(_class_hue(label, cfg.num_classes, len(cfg.shapes), cfg.hue_offset)
                     + rng.normal(0, cfg.hue_jitter_deg / 360.0),
                     rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
     _paint(img, head, head_rgb)
@@ -399,7 +413,8 @@ def _render_chunk(args: tuple[SynthConfig, str, str, int, int, str]) -> list[tup
         if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
             os._exit(1)  # the generator was killed: stop writing into its abandoned folder
         label = index % cfg.num_classes
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_key, index]))
+        rng = np.random.default_rng(np.random.SeedSequence(
+            [stream_number(cfg.stream), cfg.seed, split_key, index]))
         sample = render(cfg, label, rng, canvas)
         rel = _image_rel(cfg, layout, split, index, label)
         png_rel = Path(rel).with_suffix(".png")
@@ -586,12 +601,37 @@ class SynthImageNetConfig(SynthConfig):
     """synth-imagenet: 30 classes (3 body shapes x 10 head hues), a quarter of the images with
     2-3 instances of their class (several GT boxes), smaller splits per class."""
 
+    stream: str = "synth-imagenet"
     num_classes: int = 30
     train_per_class: int = 150
     test_per_class: int = 30
     fullsup_per_class: int = 4
     shapes: tuple[str, ...] = ("ellipse", "rect", "diamond")
     multi_instance_prob: float = 0.25
+
+
+@dataclass(frozen=True)
+class SynthOpenImagesConfig(SynthImageNetConfig):
+    """synth-openimages: synth-imagenet's classes, its own images."""
+
+    stream: str = "synth-openimages"
+
+
+@dataclass(frozen=True)
+class SynthPretrainConfig(SynthImageNetConfig):
+    """synth-pretrain: the corpus synthetic backbones are pretrained on (ImageNet's role for
+    CUB): 24 classes of its own (rect and diamond bodies x 12 head hues placed between the
+    benchmark's hues), several instances in a quarter of the images, its own images."""
+
+    stream: str = "synth-pretrain"
+    num_classes: int = 24
+    train_per_class: int = 600
+    test_per_class: int = 50
+    fullsup_per_class: int = 2
+    shapes: tuple[str, ...] = ("rect", "diamond")
+    hue_offset: float = 0.5
+    multi_instance_prob: float = 0.25
+    background_correlation: float = 0.3
 
 
 class SynthImageNetDataset(SynthCUBDataset):
@@ -631,7 +671,7 @@ class SynthOpenImagesDataset(SynthCUBDataset):
     ignore masks end to end."""
 
     name = "synth-openimages"
-    config_class = SynthImageNetConfig
+    config_class = SynthOpenImagesConfig
     layout = "openimages"
 
     @classmethod
@@ -645,3 +685,11 @@ class SynthOpenImagesDataset(SynthCUBDataset):
         return replace(data, info={"synth": asdict(cfg)}, train=_with_heads(data.train, heads),
                        test=_with_heads(data.test, heads),
                        fullsup=_with_heads(data.fullsup, heads))
+
+
+class SynthPretrainDataset(SynthImageNetDataset):
+    """The pretraining corpus (`wsolbench pretrain`), in the ILSVRC layout (several
+    instances per image)."""
+
+    name = "synth-pretrain"
+    config_class = SynthPretrainConfig

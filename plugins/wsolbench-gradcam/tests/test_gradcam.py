@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-
 EXPLAINERS = ["gradcam", "gradcam-pp", "eigencam"]  # two gradient-based, one gradient-free
 
 # End to end: each test trains (once per session) or runs the CLI in a subprocess.
@@ -98,7 +97,7 @@ def test_hooks_are_released_and_no_gradient_is_left(trained):
 
 def test_a_misnamed_layer_and_a_trained_method_are_one_line_errors(trained, tmp_path,
                                                                   tiny_data_args):
-    results_dir, data, checkpoints = trained
+    _, data, checkpoints = trained
     base = [sys.executable, "-m", "wsolbench", "explain", "--checkpoint",
             str(checkpoints["cam"]), "--dataset", "synth-cub", "--data-root", str(data),
             "--results-dir", str(tmp_path),
@@ -106,12 +105,12 @@ def test_a_misnamed_layer_and_a_trained_method_are_one_line_errors(trained, tmp_
     for extra, message in (
             (["--method", "gradcam", "--layer", "featurs.9"], "has no module 'featurs.9'"),
             (["--method", "cam"], "a trained method, not a post-hoc explainer")):
-        done = subprocess.run([*base, *extra], capture_output=True, text=True)
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, check=False)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
     done = subprocess.run([sys.executable, "-m", "wsolbench", "run", "--method", "gradcam",
                            "--dataset", "synth-cub", "--results-dir", str(tmp_path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "wsolbench explain --checkpoint" in done.stderr
 
 

@@ -1,0 +1,184 @@
+"""`wsolbench pretrain`: a synthetic backbone trained as a plain classifier on its own corpus.
+
+This is the role ImageNet pretraining plays for CUB (docs/benchmark.md): the synth backbones
+(the CAM CNN, the ViT of TS-CAM and TRT) first learn on `synth-pretrain`, whose classes are
+not the benchmark's, then every method fine-tunes from the same weights. The classifier is
+the backbone's plain one: global average pooling and a linear layer for the CNN (the CAM
+architecture, wsolbench key names), the class token and timm's head for the ViT (timm key
+names, as a DeiT checkpoint). Output: `<out>.safetensors` plus `<out>.json` (recipe, corpus,
+accuracy, cost, SHA-256), written atomically; an interrupted pretraining resumes from
+`<out>.resume.pt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsolbench.errors import WsolbenchError
+from wsolbench.fileio import atomic_save, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+BACKBONES = ("smallcnn", "vit_synth")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The pretraining recipe (DeiT's, scaled down): AdamW, linear warmup then cosine decay
+    per step (timm's scheduler), label smoothing, resize-crop-flip augmentation."""
+
+    backbone: str = "vit_synth"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    drop_path: float = 0.1
+    image_size: int = 64
+    resize_size: int = 72
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise WsolbenchError(f"pretrain: backbone must be one of {', '.join(BACKBONES)}, "
+                                 f"got {self.backbone!r}")
+        for key in ("epochs", "batch_size", "image_size"):
+            if getattr(self, key) < 1:
+                raise WsolbenchError(f"pretrain: {key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
+            raise WsolbenchError("pretrain: lr must be > 0 and label_smoothing in [0, 1)")
+        if self.resize_size < self.image_size:
+            raise WsolbenchError("pretrain: resize_size must be >= image_size")
+
+
+def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
+    """The backbone with its plain classifier; its state dict is what gets shipped."""
+    if cfg.backbone == "smallcnn":
+        from wsolbench.registry import get_plugin
+
+        cam = get_plugin("methods", "cam")
+        config = dataclasses.replace(cam.presets["synth"], image_size=cfg.image_size,
+                                     resize_size=cfg.resize_size)
+        return cam(config, num_classes)
+    from wsolbench.vit import build_vit
+
+    vit = build_vit(cfg.backbone, cfg.image_size, cfg.drop_path)
+    vit.reset_classifier(num_classes)
+    return vit
+
+
+def _accuracy(model: nn.Module, loader) -> float:
+    model.eval()
+    hits = total = 0
+    with torch.no_grad():
+        for images, labels, _ in loader:
+            hits += int((model(images).argmax(1) == labels).sum())
+            total += len(labels)
+    return 100.0 * hits / max(total, 1)
+
+
+def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
+             resume: bool = True) -> dict[str, Any]:
+    """Train `cfg.backbone` on `data` (a `WSOLData`: train and test splits); write the
+    weights and their manifest; return the manifest."""
+    from safetensors.torch import save_file
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from torch.utils.data import DataLoader
+
+    from wsolbench.data.torch_dataset import RecordDataset, build_transform
+    from wsolbench.engine import set_deterministic
+    from wsolbench.fileio import sha256_file
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    set_deterministic()
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg, data.num_classes)
+    train_set = RecordDataset(data.train, build_transform(
+        True, cfg.image_size, cfg.resize_size, IMAGENET_MEAN, IMAGENET_STD))
+    test_set = RecordDataset(data.test, build_transform(
+        False, cfg.image_size, cfg.resize_size, IMAGENET_MEAN, IMAGENET_STD))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
+                              drop_last=True, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=256)
+    steps = len(train_loader)
+    if steps == 0:
+        raise WsolbenchError(f"pretrain: {len(train_set)} training images are fewer than one "
+                             f"batch ({cfg.batch_size})")
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps,
+                                  warmup_t=cfg.warmup_epochs * steps, warmup_lr_init=1e-6,
+                                  lr_min=1e-6, t_in_epochs=False)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    resume_path = out.with_suffix(".resume.pt")
+    history: list[dict[str, float]] = []
+    start, spent = 0, 0.0
+    recipe = dataclasses.asdict(cfg)
+    if resume and resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if state["recipe"] == recipe and state["corpus"] == data.info:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start, history, spent = state["epoch"], state["history"], state["seconds"]
+            logger.info("pretrain: resuming after epoch %d of %d", start, cfg.epochs)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        losses, hits, seen = [], 0, 0
+        for step, (images, labels, _) in enumerate(train_loader):
+            scheduler.step_update(epoch * steps + step)
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            hits += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "train_acc": 100.0 * hits / seen, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0}
+        if (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
+            row["test_acc"] = _accuracy(model, test_loader)
+        history.append(row)
+        spent += row["seconds"]
+        logger.info("pretrain epoch %d/%d: loss %.4f, train acc %.1f %%%s, %.0f s", epoch + 1,
+                    cfg.epochs, row["loss"], row["train_acc"],
+                    f", test acc {row['test_acc']:.1f} %" if "test_acc" in row else "",
+                    row["seconds"])
+        snapshot = {"recipe": recipe, "corpus": data.info, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                    "history": history, "seconds": spent}
+        atomic_save(resume_path, lambda path, state=snapshot: torch.save(state, path))
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()
+               if not k.endswith("num_batches_tracked")}
+    atomic_save(out, lambda p: save_file(weights, str(p)))
+    manifest = {"file": out.name, "sha256": sha256_file(out), "backbone": cfg.backbone,
+                "key_names": "timm" if cfg.backbone.startswith("vit") else "wsolbench (CAM)",
+                "recipe": recipe, "corpus": data.info, "corpus_name": data.name,
+                "train_images": len(data.train), "test_images": len(data.test),
+                "test_acc": history[-1].get("test_acc"),
+                "train_acc": history[-1]["train_acc"], "seconds": spent,
+                "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "history": history}
+    atomic_write_json(out.with_suffix(".json"), manifest)
+    resume_path.unlink(missing_ok=True)
+    return manifest
