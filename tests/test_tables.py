@@ -203,3 +203,41 @@ def test_paired_bootstrap_against_a_plain_loop():
     assert same["difference"] == 0.0 and same["p_value"] == 1.0
     with pytest.raises(ValueError, match="equal-length"):
         paired_bootstrap(a, b[:10])
+
+
+def test_baselines_are_rows_of_every_table_and_csv(results_tree):
+    """Baselines recorded by the seed-0 runs (and the whole-image box every run scores)
+    appear once each, marked, in Tables 1-2, statistics.csv and runs.csv (before, they were
+    in no table)."""
+    baseline = {"maxboxacc_v2": 12.0, "per_iou": {"30": 30.0, "50": 5.0, "70": 1.0},
+                "fair": {"gt_known_loc": 8.0, "cam_threshold": 0.4,
+                         "boxacc_v2": {"mean": 11.0, "per_iou": {
+                             d: {"acc": v, "threshold": 0.3} for d, v in
+                             (("30", 29.0), ("50", 4.0), ("70", 0.0))}}}}
+    whole_v2 = {"mean": 2.0, "per_iou": {"30": 6.0, "50": 0.0, "70": 0.0}}
+    for method in ("cam", "trt"):
+        path = results_tree / "runs/synth-cub" / method / "synth-00000000/0/results.json"
+        results = json.loads(path.read_text())
+        results["metrics"]["baselines"] = {"centre_gaussian": baseline}
+        results["metrics"]["test"]["maxboxacc_v2"]["whole_image"] = whole_v2
+        results["metrics"]["test"]["paper"]["whole_image"] = {"gt_known_loc": 1.0}
+        path.write_text(json.dumps(results))
+    out = results_tree / "tables"
+    written = make_tables(results_tree, {"cub": "synth-cub"}, ["cam", "trt"], [0, 1],
+                          ["paper", "fair", "wsolevaluation"], results_tree / "reported.csv",
+                          out, resamples=200)
+    runs = pd.read_csv(written["runs.csv"])
+    centre = runs[runs["method"] == "baseline:centre_gaussian"]
+    # One copy (from the first method's seed-0 run), not one per method.
+    assert len(centre[(centre["protocol"] == "wsolevaluation")
+                      & (centre["metric"] == "maxboxacc_v2")]) == 1
+    stats = pd.read_csv(written["statistics.csv"])
+    row = stats[(stats["method"] == "baseline:centre_gaussian")
+                & (stats["protocol"] == "fair") & (stats["metric"] == "gt_known_loc")]
+    assert row["mean"].tolist() == [8.0] and row["n"].tolist() == [1]
+    table2 = written["table2.md"].read_text()
+    assert "centre Gaussian (baseline)" in table2 and "whole-image box (baseline)" in table2
+    assert "| 30.0 | 5.0 | 1.0 | 12.0 |" in table2.replace("  ", " ")
+    table1 = written["table1.tex"].read_text()
+    assert "centre Gaussian (baseline)" in table1 and "no\nclassifier" not in table1
+    assert "Baselines (marked" in written["table1.md"].read_text()

@@ -112,17 +112,38 @@ def fair_protocol(fullsup: dict[str, Any], test: dict[str, Any]) -> dict[str, An
     return out
 
 
-def run_baselines(records, opts: RunOptions) -> dict[str, Any]:
+def run_baselines(data, opts: RunOptions, cfg) -> dict[str, Any]:
+    """The trivial and low-level maps (docs/protocols.md §"Baselines") scored like a method
+    that knows the class: MaxBoxAccV2 on test, and the `fair` transfer (GT-known Loc with the
+    paper protocol's conventions and MaxBoxAccV2, thresholds chosen on train-fullsup). A
+    baseline has no classifier, so Top-1/Top-5 Loc are not defined for it."""
     from wsolbench.baselines import available, baseline_maps
     from wsolbench.evaluation import evaluate
 
+    def perfect_logits(records) -> np.ndarray:  # GT-known: the class is given
+        return np.eye(data.num_classes)[[r.label for r in records]]
+
     out = {}
-    for name in available(records):
-        protocol = get_plugin("protocols", "maxboxacc_v2")(
-            cam_curve_interval=opts.cam_curve_interval)
-        evaluate([protocol], records, baseline_maps(name, records), desc=f"baseline {name}",
-                 workers=opts.eval_workers)
-        out[name] = {"maxboxacc_v2": protocol.compute()["mean"]}
+    for name in available(data.test):
+        scored = {}
+        for split in ("test", "fullsup"):
+            records = data.split(split)
+            protocols = {"paper": paper_protocol(cfg, opts),
+                         "maxboxacc_v2": get_plugin("protocols", "maxboxacc_v2")(
+                             cam_curve_interval=opts.cam_curve_interval,
+                             first_box_only=opts.first_box_only)}
+            evaluate(list(protocols.values()), records, baseline_maps(name, records),
+                     perfect_logits(records), desc=f"baseline {name} ({split})",
+                     workers=opts.eval_workers)
+            scored[split] = protocols
+        v2 = scored["test"]["maxboxacc_v2"].compute()
+        fair = scored["test"]["paper"].transfer(scored["fullsup"]["paper"])
+        out[name] = {"maxboxacc_v2": v2["mean"],
+                     "per_iou": {d: v["max_acc"] for d, v in v2["per_iou"].items()},
+                     "fair": {"gt_known_loc": fair["gt_known_loc"],
+                              "cam_threshold": fair["cam_threshold"],
+                              "boxacc_v2": scored["test"]["maxboxacc_v2"].transfer(
+                                  scored["fullsup"]["maxboxacc_v2"])}}
     return out
 
 
@@ -187,7 +208,7 @@ def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device, ctx=No
                                   test, evaluated["fullsup"])
     atomic_write_text(out_dir / PER_IMAGE_NAME, outcomes.to_csv(index=False))
     if opts.baselines:
-        metrics["baselines"] = run_baselines(data.test, opts)
+        metrics["baselines"] = run_baselines(data, opts, method.config)
     return metrics, preds
 
 

@@ -96,6 +96,47 @@ def run_numbers(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
 
 
+BASELINE_PREFIX = "baseline:"
+BASELINE_NAMES = {"whole_image": "whole-image box", "centre_gaussian": "centre Gaussian",
+                  "saturation": "colour saturation", "local_contrast": "local contrast",
+                  "head_only": "head only (part detector)"}
+BASELINE_NOTE = ("Baselines (marked “baseline”): maps that use no training — whole-image "
+                 "box, centre Gaussian, colour saturation, local contrast, and the head mask "
+                 "(a perfect part detector) — scored with the class given; they have no "
+                 "classifier, so Top-1/Top-5 Loc stay empty.")
+
+
+def baseline_numbers(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each baseline's rows (`protocol, metric, value`) recorded in one run's results, plus
+    the whole-image box every run scores (docs/protocols.md §"Baselines")."""
+    test = results["metrics"]["test"]
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    if "whole_image" in test["maxboxacc_v2"] and "whole_image" in test["paper"]:
+        whole_v2 = test["maxboxacc_v2"]["whole_image"]
+        whole_gt = test["paper"]["whole_image"]["gt_known_loc"]
+        per_iou = list(whole_v2["per_iou"].items())
+        out["whole_image"] = [
+            *[(protocol, "maxboxacc_v2", whole_v2["mean"]) for protocol in ("wsolevaluation",
+                                                                            "fair")],
+            *[(protocol, f"maxboxacc_v2_{d}", v) for protocol in ("wsolevaluation", "fair")
+              for d, v in per_iou],
+            ("paper", "gt_known_loc", whole_gt), ("fair", "gt_known_loc", whole_gt)]
+    for name, value in (results["metrics"].get("baselines") or {}).items():
+        fair = value.get("fair", {})
+        rows = [("wsolevaluation", "maxboxacc_v2", value["maxboxacc_v2"])]
+        rows += [("wsolevaluation", f"maxboxacc_v2_{d}", v)
+                 for d, v in value.get("per_iou", {}).items()]
+        if fair:
+            rows += [("fair", "gt_known_loc", fair["gt_known_loc"]),
+                     ("fair", "cam_threshold", fair["cam_threshold"]),
+                     ("fair", "maxboxacc_v2", fair["boxacc_v2"]["mean"])]
+            rows += [("fair", f"maxboxacc_v2_{d}", v["acc"])
+                     for d, v in fair["boxacc_v2"]["per_iou"].items()]
+        out[name] = rows
+    return {name: [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
+            for name, rows in out.items()}
+
+
 def _backbone(config: dict[str, Any]) -> str:
     return str(config.get("backbone") or config.get("model") or "?")
 
@@ -104,7 +145,7 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                  seeds: list[int], run_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """Long frame of every number of every requested run (a missing run is an error).
     `run_keys` picks a method's config where it has runs of several (`RunPaths.find`)."""
-    rows = []
+    rows, baseline_rows = [], {}
     for dataset in datasets:
         for method in methods:
             for seed in seeds:
@@ -125,7 +166,15 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                         "selection": results.get("select_checkpoint", "last"),
                         "mlflow_run_id": results.get("mlflow_run_id")}
                 rows += [{**base, **n} for n in numbers]
-    return pd.DataFrame(rows)
+                # The same maps on the same data: one copy per (dataset, baseline, seed),
+                # from whichever run computed it first.
+                for name, numbers in baseline_numbers(results).items():
+                    baseline_rows.setdefault((dataset, name, seed), [
+                        {**base, "method": f"{BASELINE_PREFIX}{name}", "backbone": "–",
+                         "display_name": f"{BASELINE_NAMES.get(name, name)} (baseline)",
+                         "selection": "last", "run_key": "", "mlflow_run_id": None, **n}
+                        for n in numbers])
+    return pd.DataFrame(rows + [r for group in baseline_rows.values() for r in group])
 
 
 def methods_with_runs(results_dir: Path, datasets: list[str]) -> list[str]:
@@ -260,6 +309,8 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
                                                          if dataset is not None]
     if dataset is not None:
         footnotes.append("Measured rows: mean ± std over seeds (95 % CIs in statistics.csv).")
+        if any(str(r[0]).endswith("(baseline)") for r in cell_rows):
+            footnotes.append(BASELINE_NOTE)
     if test_selected:
         footnotes.append(TEST_SELECTION_NOTE)
     return Table(spec, cells, pd.DataFrame(number_rows), caption, footnotes, n_reported)
