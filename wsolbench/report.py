@@ -21,7 +21,7 @@ import pandas as pd
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_write_text
 from wsolbench.runpaths import RunPaths, chosen_key
-from wsolbench.stats import paired_bootstrap
+from wsolbench.stats import hierarchical_bootstrap, paired_bootstrap, seed_welch_test
 from wsolbench.tables import (
     TABLES,
     build_table,
@@ -42,9 +42,10 @@ BOOTSTRAP_METRICS = {"top1_loc_paper": ("paper", "top1_loc"),
                      "boxacc_v2_mean": ("wsolevaluation", "maxboxacc_v2")}
 
 
-def per_image_means(results_dir: Path, dataset: str, method: str, seeds: list[int],
-                    run_keys: dict[str, str] | None = None) -> pd.DataFrame:
-    """Each test image's correctness averaged over seeds (index: image_id)."""
+def per_image_by_seed(results_dir: Path, dataset: str, method: str, seeds: list[int],
+                      run_keys: dict[str, str] | None = None) -> tuple[pd.Index, np.ndarray]:
+    """`(image ids, correctness [seeds, images, metrics])`: each seed's per-image 0/1
+    columns of `BOOTSTRAP_METRICS`, in one image order."""
     frames = []
     for seed in seeds:
         path = _run(results_dir, dataset, method, seed, run_keys).require(PER_IMAGE_FILE)
@@ -52,31 +53,52 @@ def per_image_means(results_dir: Path, dataset: str, method: str, seeds: list[in
         missing = set(BOOTSTRAP_METRICS) - set(frame.columns)
         if missing:
             raise WsolbenchError(f"{path}: missing columns {sorted(missing)}")
+        if frames and not frame.index.equals(frames[0].index):
+            raise WsolbenchError(f"{path}: other test images than seed {seeds[0]}'s run")
         frames.append(frame[list(BOOTSTRAP_METRICS)].astype(float))
-    return sum(frames[1:], frames[0]) / len(frames)
+    return frames[0].index, np.stack([f.to_numpy() for f in frames])
 
 
 BOOTSTRAP_COLUMNS = ("dataset", "method_a", "method_b", "protocol", "metric", "seeds_averaged",
-                     "difference", "ci_low", "ci_high", "p_value", "n_images", "resamples")
+                     "difference", "ci_low", "ci_high", "p_value", "n_images", "resamples",
+                     "seeds_a", "seeds_b", "hier_ci_low", "hier_ci_high", "hier_p_value",
+                     "seed_welch_p_value", "verdict")
 
 
 def bootstrap_table(results_dir: Path, datasets: list[str], methods: list[str],
                     seeds: list[int], resamples: int = 10_000,
-                    run_keys: dict[str, str] | None = None) -> pd.DataFrame:
-    """Paired bootstrap of every method pair on every dataset (same test images)."""
+                    run_keys: dict[str, str] | None = None, alpha: float = 0.05
+                    ) -> pd.DataFrame:
+    """Every method pair on every dataset (same test images), three ways (docs/protocols.md
+    §"Statistics"): the paired image bootstrap of seed-averaged correctness (`ci_*`,
+    `p_value`: image sampling only), the hierarchical bootstrap over seeds then images
+    (`hier_*`: seed variance too), Welch's t-test on the seed-level scores
+    (`seed_welch_p_value`). `verdict` follows the hierarchical bootstrap, the test the
+    tables and README cite."""
     rows = []
     for dataset in datasets:
-        means = {m: per_image_means(results_dir, dataset, m, seeds, run_keys) for m in methods}
+        scores = {m: per_image_by_seed(results_dir, dataset, m, seeds, run_keys)
+                  for m in methods}
         for a, b in itertools.combinations(methods, 2):
-            if not means[a].index.equals(means[b].index):
+            (index_a, per_a), (index_b, per_b) = scores[a], scores[b]
+            if not index_a.equals(index_b):
                 raise WsolbenchError(f"{dataset}: {a} and {b} were evaluated on different "
                                      "test images; a paired comparison needs the same ones")
-            for column, (protocol, metric) in BOOTSTRAP_METRICS.items():
-                result = paired_bootstrap(means[a][column].to_numpy(),
-                                          means[b][column].to_numpy(), resamples=resamples)
+            for k, (column, (protocol, metric)) in enumerate(BOOTSTRAP_METRICS.items()):
+                image = paired_bootstrap(per_a[:, :, k].mean(axis=0),
+                                         per_b[:, :, k].mean(axis=0), resamples=resamples)
+                hier = hierarchical_bootstrap(per_a[:, :, k], per_b[:, :, k],
+                                              resamples=resamples)
+                welch = seed_welch_test(per_a[:, :, k].mean(axis=1) * 100.0,
+                                        per_b[:, :, k].mean(axis=1) * 100.0)
                 rows.append({"dataset": dataset, "method_a": a, "method_b": b,
                              "protocol": protocol, "metric": metric,
-                             "seeds_averaged": len(seeds), **result})
+                             "seeds_averaged": len(seeds), **image,
+                             "seeds_a": len(per_a), "seeds_b": len(per_b),
+                             "hier_ci_low": hier["ci_low"], "hier_ci_high": hier["ci_high"],
+                             "hier_p_value": hier["p_value"], "seed_welch_p_value": welch,
+                             "verdict": "differs" if hier["p_value"] < alpha
+                             else "no significant difference"})
     # One method has no pair: an empty table with its header (a declared workflow output).
     return pd.DataFrame(rows, columns=BOOTSTRAP_COLUMNS)
 
@@ -121,17 +143,18 @@ def make_tables(results_dir: Path, roles: dict[str, str], methods: list[str],
     return written
 
 
-def significance_lines(bootstrap: pd.DataFrame, alpha: float = 0.05) -> list[str]:
-    """Plain-language lines for the summary: which differences the bootstrap supports."""
+def significance_lines(bootstrap: pd.DataFrame) -> list[str]:
+    """Plain-language lines for the summary: which differences hold once seed variance is
+    counted (hierarchical bootstrap), with the image-only interval and Welch's p beside."""
     lines = []
     for row in bootstrap.itertuples(index=False):
-        verdict = "differs" if row.p_value < alpha else "no significant difference"
         lines.append(f"{row.dataset} {row.protocol} {row.metric}: {row.method_a} - "
-                     f"{row.method_b} = {row.difference:+.1f} points "
-                     f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], p = {row.p_value:.3g} "
-                     f"({verdict})")
+                     f"{row.method_b} = {row.difference:+.1f} points, seeds+images 95 % CI "
+                     f"[{row.hier_ci_low:+.1f}, {row.hier_ci_high:+.1f}] p = "
+                     f"{row.hier_p_value:.3g} ({row.verdict}); images only "
+                     f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}]; Welch over "
+                     f"{row.seeds_a}+{row.seeds_b} seeds p = {row.seed_welch_p_value:.3g}")
     return lines
-
 
 
 # ------------------------------------------------------------------------------ figures

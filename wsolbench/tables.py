@@ -308,7 +308,9 @@ def build_table(spec: TableSpec, summary: pd.DataFrame, reported: pd.DataFrame,
         f"[{i}] {note}" for note, i in notes.items()] + [PROTOCOL_NOTES[p] for p in shown
                                                          if dataset is not None]
     if dataset is not None:
-        footnotes.append("Measured rows: mean ± std over seeds (95 % CIs in statistics.csv).")
+        footnotes.append("Measured rows: mean ± std over seeds (95 % CIs in statistics.csv); "
+                         "a difference between two methods counts only where bootstrap.csv's "
+                         "hierarchical bootstrap (seeds, then images) says so.")
         if any(str(r[0]).endswith("(baseline)") for r in cell_rows):
             footnotes.append(BASELINE_NOTE)
     if test_selected:
