@@ -1,0 +1,173 @@
+"""`wsolbench pretrain` and shipped starting weights (docs/benchmark.md): the same code path
+as the shipped weights' regeneration, shortened to seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsolbench.errors import WsolbenchError
+
+TINY_CORPUS = {"num_classes": "4", "train_per_class": "16", "test_per_class": "4",
+               "fullsup_per_class": "1", "image_size": "32"}
+TINY_RECIPE = {"epochs": "3", "batch_size": "16", "warmup_epochs": "1", "image_size": "32",
+               "resize_size": "36"}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def _args(out: Path, results: Path, backbone: str = "vit_synth") -> list[str]:
+    return [sys.executable, "-m", "wsolbench", "pretrain", "--backbone", backbone,
+            "--out", str(out), "--results-dir", str(results), "--threads", "1",
+            *[a for k, v in TINY_RECIPE.items() for a in ("--set", f"{k}={v}")],
+            *[a for k, v in TINY_CORPUS.items() for a in ("--data-set", f"{k}={v}")]]
+
+
+def _pretrain(out: Path, results: Path, backbone: str = "vit_synth"):
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthPretrainConfig, SynthPretrainDataset
+    from wsolbench.pretrain import PretrainConfig, pretrain
+
+    corpus = SynthPretrainDataset.load(results / "data", workers=1,
+                                       config=apply_overrides(SynthPretrainConfig(),
+                                                              TINY_CORPUS))
+    cfg = apply_overrides(PretrainConfig(backbone=backbone), TINY_RECIPE)
+    return pretrain(cfg, corpus, out, threads=1)
+
+
+@pytest.mark.parametrize("backbone", ["vit_synth", "smallcnn"])
+def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
+    from safetensors.torch import load_file
+
+    from wsolbench.fileio import sha256_file
+    from wsolbench.registry import get_plugin
+
+    out = tmp_path / f"{backbone}.safetensors"
+    manifest = _pretrain(out, tmp_path, backbone)
+    assert manifest["sha256"] == sha256_file(out) == json.loads(
+        out.with_suffix(".json").read_text())["sha256"]
+    assert manifest["recipe"]["epochs"] == 3 and len(manifest["history"]) == 3
+    assert manifest["corpus"]["synth"]["stream"] == "synth-pretrain"
+    assert not out.with_suffix(".resume.pt").exists()
+    state = load_file(str(out))
+    if backbone == "vit_synth":  # timm key names, as a DeiT checkpoint
+        assert "cls_token" in state and "blocks.0.attn.qkv.weight" in state
+        targets = ("tscam", "trt")
+    else:
+        assert "features.0.weight" in state and "fc.weight" in state
+        targets = ("cam",)
+    for name in targets:
+        cls = get_plugin("methods", name)
+        import dataclasses
+
+        method = cls(dataclasses.replace(cls.presets["synth"], image_size=32,
+                                         resize_size=36), 3)
+        method.load_pretrained(state)
+        own = method.state_dict()
+        key = "vit.blocks.0.attn.qkv.weight" if backbone == "vit_synth" else "features.0.weight"
+        source = "blocks.0.attn.qkv.weight" if backbone == "vit_synth" else "features.0.weight"
+        torch.testing.assert_close(own[key], state[source])
+
+
+@pytest.mark.slow
+def test_a_killed_pretraining_resumes_to_the_same_weights(tmp_path):
+    """Killed (SIGKILL) after its first epoch, the same command resumes from the epoch
+    snapshot and ends with the bytes of an uninterrupted pretraining."""
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "whole.safetensors"
+    done = subprocess.run(_args(whole, tmp_path), capture_output=True, text=True, env=ENV,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cut = tmp_path / "cut.safetensors"
+    job = subprocess.Popen(_args(cut, tmp_path), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=ENV)
+    resume = cut.with_suffix(".resume.pt")
+    deadline = time.monotonic() + 300
+    while not resume.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    assert resume.exists() and job.poll() is None, "never reached the first snapshot"
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not cut.exists()
+    done = subprocess.run(_args(cut, tmp_path), capture_output=True, text=True, env=ENV,
+                          check=False, timeout=600)
+    assert done.returncode == 0 and "resuming after epoch" in done.stderr, done.stderr[-2000:]
+    a, b = load_file(str(whole)), load_file(str(cut))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_shipped_weights_are_checked_and_named(tmp_path, monkeypatch):
+    from wsolbench import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(WsolbenchError, match="no shipped weights of that name"):
+        weights.shipped_weights("synth-vit")
+    out = tmp_path / "synth-vit.safetensors"
+    _pretrain(out, tmp_path / "work")
+    assert weights.read_manifest(weights.shipped_weights("synth-vit"))["backbone"] == \
+        "vit_synth"
+    out.write_bytes(out.read_bytes()[:-8] + b"\0" * 8)  # a damaged download / edit
+    with pytest.raises(WsolbenchError, match="differs from its manifest"):
+        weights.read_manifest(out)
+
+
+def test_bad_recipe_values_are_one_line_errors(tmp_path):
+    for setting, message in (("epochs=0", "epochs must be >= 1"),
+                             ("resize_size=8", "resize_size must be >= image_size"),
+                             ("backbone=resnet", "backbone must be one of")):
+        done = subprocess.run([sys.executable, "-m", "wsolbench", "pretrain", "--backbone",
+                               "vit_synth", "--out", str(tmp_path / "w.safetensors"), "--set",
+                               setting], capture_output=True, text=True, env=ENV, check=False)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_run_starts_from_shipped_weights_named_in_its_config(tmp_path, monkeypatch,
+                                                                tiny_synth, tiny_synth_dir):
+    from safetensors.torch import load_file
+
+    from tests.conftest import TINY_SYNTH
+    from wsolbench import weights
+    from wsolbench.options import RunOptions
+    from wsolbench.resolve import run_paths
+    from wsolbench.runner import run
+    from wsolbench.tracking import NullTracker
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    out = tmp_path / "synth-vit.safetensors"
+    _pretrain(out, tmp_path / "work")
+
+    def options(init: str) -> RunOptions:
+        return RunOptions(method="tscam", dataset="synth-cub", data_root=tiny_synth_dir,
+                          results_dir=tmp_path / "r", dataset_overrides=TINY_SYNTH,
+                          mlflow=False, baselines=False, cam_curve_interval=0.01,
+                          overrides={"epochs": "1", "batch_size": "12", "image_size": "32",
+                                     "resize_size": "36", "init_weights": init, "lr": "1e-9"})
+
+    results = run(options("synth-vit"), tracker=NullTracker())
+    assert results["pretrained"]["shipped"] == "synth-vit"
+    assert results["pretrained"]["sha256"] == json.loads(
+        out.with_suffix(".json").read_text())["sha256"]
+    # Trained at lr 1e-9: the ViT still holds the shipped weights.
+    ckpt = torch.load(Path(results["run_dir"]) / "checkpoint.pt", weights_only=False)
+    state = ckpt.get("model", ckpt.get("state_dict", ckpt))
+    shipped = load_file(str(out))
+    torch.testing.assert_close(state["vit.blocks.0.attn.qkv.weight"],
+                               shipped["blocks.0.attn.qkv.weight"], rtol=0, atol=1e-6)
+    # Other weights under the same name are another run: the key follows the manifest.
+    before = run_paths(options("synth-vit")).key
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    manifest["sha256"] = "0" * 64
+    out.with_suffix(".json").write_text(json.dumps(manifest))
+    assert run_paths(options("synth-vit")).key != before
+    assert run_paths(options("")).key != before
