@@ -40,6 +40,7 @@ os.environ.setdefault("WSOLBENCH_ROOT", workflow.basedir)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/explain.smk"
 
 
 rule all:

@@ -11,6 +11,7 @@ read them like any run (docs/plugins.md §"Post-hoc explainers").
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -74,13 +75,9 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
         explainer = cls(trained, layer)
         explained = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest,
                      **explainer.describe()}
-        identity = {"dataset": data.name, "explained": {**explained, "checkpoint": None},
-                    "dataset_config": dataclasses.asdict(data_config) if data_config else None,
-                    "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
-                    "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
-                    "first_box_only": opts.first_box_only}
         paths = RunPaths(opts.results_dir, data.name, explained_name(cls.name, trained.name),
-                         run_key(POSTHOC_PRESET, identity), seed)
+                         explainer_run_key(opts, cls.name, layer,
+                                           source_key(checkpoint, digest)), seed)
         paths.dir.mkdir(parents=True, exist_ok=True)
         resolved = {"method": paths.method, "display_name": display_name(cls, type(trained)),
                     "dataset": data.name, "seed": seed, "preset": POSTHOC_PRESET,
@@ -100,6 +97,32 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
         atomic_write_json(paths.file("results.json"), results)
         out.append(results)
     return out
+
+
+def source_key(checkpoint: Path, digest: str) -> str:
+    """What identifies the explained model in an explainer's run key: the run key of the
+    trained run the checkpoint belongs to (its config.json beside it), so the workflow can
+    name the folder before the checkpoint exists; the file's SHA-256 for a checkpoint
+    outside a run folder."""
+    config = Path(checkpoint).parent / "config.json"
+    try:
+        return str(json.loads(config.read_text())["run_key"])
+    except (OSError, ValueError, KeyError):
+        return digest
+
+
+def explainer_run_key(opts: RunOptions, explainer: str, layer: str | None,
+                      source: str) -> str:
+    """The run key of one explainer on one trained run (docs/design.md §6); `layer` as
+    asked (None: the method's default, which the source run determines)."""
+    data_config = dataset_config(opts)
+    identity = {"dataset": opts.dataset, "explainer": explainer, "layer": layer or "",
+                "source": source,
+                "dataset_config": dataclasses.asdict(data_config) if data_config else None,
+                "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
+                "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
+                "first_box_only": opts.first_box_only}
+    return run_key(POSTHOC_PRESET, identity)
 
 
 def display_name(explainer_cls: type, trained_cls: type) -> str:

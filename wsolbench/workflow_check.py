@@ -55,25 +55,24 @@ def check_workflow_config(config: dict[str, Any]) -> None:
                 key = "set" if entry.get("set") else "preset"
                 raise WsolbenchError(f"config methods.{name}.{key} (for dataset {dataset!r}): "
                                      f"{exc}") from None
+    check_explainers(config)
 
 
-def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
-    """The run key (`wsolbench.runpaths`) of `wsolbench run` for one (dataset, method) of the
-    workflow config: the same options `workflow/rules/common.smk::run_args` passes, so
-    Snakemake names the folder the run will write."""
+def _run_options(config: dict[str, Any], dataset: str, method: str):
+    """The `RunOptions` of one (dataset, method) job: the same options
+    `workflow/rules/common.smk::run_args` passes to `wsolbench run`."""
     from pathlib import Path
 
     from wsolbench.options import RunOptions
-    from wsolbench.resolve import run_paths
 
     data_entry = config["datasets"][dataset] or {}
-    method_entry = config["methods"][method] or {}
+    method_entry = config["methods"].get(method) or {}
     evaluation = config.get("evaluation") or {}
 
     def path(value: Any) -> Path | None:
         return Path(value) if value else None
 
-    opts = RunOptions(
+    return RunOptions(
         method=method, dataset=dataset, preset=method_entry.get("preset"),
         results_dir=Path(config.get("results_dir", "results")),
         data_root=path(data_entry.get("data_root")),
@@ -85,4 +84,34 @@ def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
         pretrained_sha256=method_entry.get("pretrained_sha256"),
         cam_curve_interval=float(evaluation.get("cam_curve_interval", 0.001)),
         first_box_only=bool(data_entry.get("first_box_only", False)))
-    return run_paths(opts).key
+
+
+def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
+    """The run key (`wsolbench.runpaths`) `wsolbench run` will use for one (dataset, method)
+    of the workflow config, so Snakemake names the folder the run writes."""
+    from wsolbench.resolve import run_paths
+
+    return run_paths(_run_options(config, dataset, method)).key
+
+
+def workflow_explainer_key(config: dict[str, Any], dataset: str, explainer: str,
+                           method: str) -> str:
+    """The run key `wsolbench explain` will use for `explainer` on the workflow's run of
+    `method` on `dataset` (the explainer plugin need not be installed to name it)."""
+    from wsolbench.explain import explainer_run_key
+
+    return explainer_run_key(_run_options(config, dataset, method), explainer, None,
+                             workflow_run_key(config, dataset, method))
+
+
+def check_explainers(config: dict[str, Any]) -> None:
+    """`explainers:` must name trained methods and datasets of this config."""
+    entry = config.get("explainers")
+    if not entry:
+        return
+    for key, known, what in (("explain", config["methods"], "methods"),
+                             ("datasets", config["datasets"], "datasets")):
+        unknown = [n for n in entry[key] if n not in known]
+        if unknown:
+            raise WsolbenchError(f"config explainers.{key}: {', '.join(unknown)} not under "
+                                 f"`{what}:` ({', '.join(known)})")

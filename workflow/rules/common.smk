@@ -4,7 +4,7 @@ import os
 import re
 import shlex
 
-from wsolbench.workflow_check import workflow_run_key
+from wsolbench.workflow_check import workflow_explainer_key, workflow_run_key
 
 RESULTS = config.get("results_dir", "results")
 EVAL = config.get("evaluation", {})
@@ -132,3 +132,30 @@ def results_dir_of(run_output):
 
 def csv_list(values):
     return ",".join(str(v) for v in values)
+
+
+# Explainers (workflow/rules/explain.smk): which, on which trained methods and datasets.
+EXPLAINERS = (config.get("explainers") or {}).get("methods", [])
+EXPLAINED = (config.get("explainers") or {}).get("explain", [])
+EXPLAIN_DATASETS = (config.get("explainers") or {}).get("datasets", [])
+# Each explainer run's folder, known before it runs (wsolbench.explain.explainer_run_key).
+EXPLAINER_KEYS = {(d, e, m): workflow_explainer_key(config, d, e, m)
+                  for d in EXPLAIN_DATASETS for e in EXPLAINERS for m in EXPLAINED}
+
+
+def explainer_file(dataset, explainer, method, seed, name="results.json"):
+    key = EXPLAINER_KEYS[dataset, explainer, method]
+    return f"{RESULTS}/runs/{dataset}/{explainer}@{method}/{key}/{seed}/{name}"
+
+
+def explainer_table_methods(dataset):
+    """The trained methods, then each explainer of each (tables' --methods)."""
+    return EXPLAINED + [f"{e}@{m}" for m in EXPLAINED for e in EXPLAINERS]
+
+
+def explainer_key_args(dataset):
+    """`--run-key` options naming the workflow's trained and explainer runs of `dataset`."""
+    trained = " ".join(f"--run-key {dataset}/{m}={RUN_KEYS[dataset, m]}" for m in EXPLAINED)
+    explained = " ".join(f"--run-key {dataset}/{e}@{m}={EXPLAINER_KEYS[dataset, e, m]}"
+                         for e in EXPLAINERS for m in EXPLAINED)
+    return f"{trained} {explained}"
