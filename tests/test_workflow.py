@@ -105,6 +105,8 @@ def tiny_config(results: Path) -> dict:
                      "synth-imagenet": {"data_set": {**tiny, "num_classes": 3}}},
         "methods": {"cam": {"set": {**fast, "width": 16}},
                     "trt": {"set": {**fast, "stage2_epochs": 1}}},
+        "explainers": {"methods": ["gradcam", "eigencam"], "explain": ["cam", "trt"],
+                       "datasets": ["synth-cub"]},
     }
 
 
@@ -163,6 +165,18 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     again = snakemake("-n", "--cores", "2", "all", "--configfile", str(tmp_path / "tiny.yaml"),
                       cwd=tmp_path)
     assert "rule run:" not in again.stdout and "rule tables:" in again.stdout
+
+    # The `explainers` target: pytorch-grad-cam's explainers on the trained checkpoints,
+    # one job per (explainer, run), tabulated beside the trained methods; no retraining.
+    done = snakemake("--cores", "2", "explainers", "--configfile", str(tmp_path / "tiny.yaml"),
+                     cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rule run:" not in done.stdout + done.stderr
+    table = (results / "tables/explainers/synth-cub/table2.md").read_text()
+    for row in ("Grad-CAM (CAM)", "EigenCAM (CAM)", "Grad-CAM (TRT)", "EigenCAM (TRT)"):
+        assert row in table, row
+    boot = pd.read_csv(results / "tables/explainers/synth-cub/bootstrap.csv")
+    assert {"gradcam@cam", "trt"} <= set(boot.method_a) | set(boot.method_b)
 
 
 @pytest.mark.slow
