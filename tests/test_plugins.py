@@ -77,6 +77,15 @@ def test_documented_plugins_are_listed_run_and_scored_by_the_core(tmp_path, tiny
               "--seeds", "0", "--reported", str(tmp_path / "reported.csv"), "--resamples", "10")
     table2 = (tmp_path / "results" / "tables" / "table2.md").read_text()
     assert "| gapnet | ? | 32 | synth-cub |" in table2
+    # Re-evaluated from its checkpoint, the plugin protocol named again (`evaluate`).
+    checkpoint = Path(results["run_dir"]) / "checkpoint.pt"
+    wsolbench("evaluate", "--checkpoint", str(checkpoint), "--dataset", "synth-cub",
+              "--data-root", str(tiny_synth_dir), *data_sets, "--results-dir",
+              str(tmp_path / "results"), "--no-baselines", "--cam-curve-interval", "0.01",
+              "--eval-workers", "1", "--protocol", "centre_hit",
+              "--json", str(tmp_path / "again.json"))
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["metrics"]["test"]["centre_hit"] == results["metrics"]["test"]["centre_hit"]
     assert 0 <= results["metrics"]["test"]["maxboxacc_v2"]["mean"] <= 100
     maps = tmp_path / "maps"
     for record in tiny_synth.fullsup:

@@ -214,9 +214,11 @@ def _relaunch_under_torchrun(nproc: int) -> None:
                    "RESULTS_DIR/evaluations/<run>-<digest>/<dataset>; never the run itself).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Another path for the results file (default: in the --out folder).")
+@click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
+              help="Also evaluate this registered protocol (a plugin's own). Repeatable.")
 def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
              results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers,
-             first_box_only, out_dir, json_out) -> None:
+             first_box_only, out_dir, json_out, extra_protocols) -> None:
     """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits, into a
     folder of its own (the evaluated run's files are never touched)."""
     from wsolbench.options import RunOptions
@@ -227,7 +229,8 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
                       results_dir=results_dir, dataset_overrides=_overrides(data_set),
                       num_workers=num_workers, cam_curve_interval=cam_curve_interval,
                       baselines=not no_baselines,
-                      mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only)
+                      mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only,
+                      extra_protocols=tuple(extra_protocols))
     results = evaluate_checkpoint(opts, checkpoint, json_out, out_dir)
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 
@@ -241,10 +244,12 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
 @click.option("--layer", default=None,
               help="Module path of the layer to explain (default: the trained method's "
                    "feature layer, e.g. `features` for CAM, `vit.norm` for TS-CAM).")
+@click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
+              help="Also evaluate this registered protocol (a plugin's own). Repeatable.")
 @_dataset_options
-def explain(checkpoint, methods, layer, dataset, data_root, fullsup_metadata, fullsup_images,
-            data_set, device, results_dir, num_workers, cam_curve_interval, no_baselines,
-            eval_workers, first_box_only) -> None:
+def explain(checkpoint, methods, layer, extra_protocols, dataset, data_root, fullsup_metadata,
+            fullsup_images, data_set, device, results_dir, num_workers, cam_curve_interval,
+            no_baselines, eval_workers, first_box_only) -> None:
     """Score post-hoc explainers on a trained checkpoint under every protocol.
 
     Each explainer's results land in RESULTS_DIR/runs/<dataset>/<explainer>@<method>/<run
@@ -260,7 +265,7 @@ def explain(checkpoint, methods, layer, dataset, data_root, fullsup_metadata, fu
                       results_dir=results_dir, dataset_overrides=_overrides(data_set),
                       num_workers=num_workers, cam_curve_interval=cam_curve_interval,
                       baselines=False, mlflow=False, eval_workers=eval_workers,
-                      first_box_only=first_box_only)
+                      first_box_only=first_box_only, extra_protocols=tuple(extra_protocols))
     for results in explain_checkpoint(opts, checkpoint, _name_list(methods), layer):
         v2 = results["metrics"]["test"]["maxboxacc_v2"]["mean"]
         paper = results["metrics"]["test"]["paper"]
