@@ -77,6 +77,10 @@ def _rename(mapping: dict, old: str, new: str) -> None:
      "config datasets.synth-cub.data_set: unknown config key 'num_class'"),
     (lambda c: c["datasets"]["synth-imagenet"]["data_set"].update({"object_area": [0.3]}),
      "config datasets.synth-imagenet.data_set: synthetic data: object_area is a range"),
+    (lambda c: c["evaluation"].update({"protocols": ["maxboxac"]}),
+     "config evaluation.protocols: unknown protocol 'maxboxac'"),
+    (lambda c: c["explainers"].update({"explain": ["cam", "tsacm"]}),
+     "config explainers.explain: tsacm not under `methods:`"),
 ])
 def test_dry_run_knows_the_plugins_names_keys_and_values(tmp_path, change, message):
     """`snakemake -n` checks the config with the code `wsolbench run` uses: a typo'd name,

@@ -56,6 +56,11 @@ def check_workflow_config(config: dict[str, Any]) -> None:
                 raise WsolbenchError(f"config methods.{name}.{key} (for dataset {dataset!r}): "
                                      f"{exc}") from None
     check_explainers(config)
+    for name in (config.get("evaluation") or {}).get("protocols", []):
+        try:
+            get_plugin("protocols", name)
+        except WsolbenchError as exc:
+            raise WsolbenchError(f"config evaluation.protocols: {exc}") from None
 
 
 def _run_options(config: dict[str, Any], dataset: str, method: str):

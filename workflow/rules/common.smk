@@ -77,6 +77,7 @@ def run_args(wildcards):
         args.append(f"--pretrained-sha256 {method['pretrained_sha256']}")
     if dataset.get("first_box_only"):
         args.append("--first-box-only")
+    args += [f"--protocol {shlex.quote(name)}" for name in EVAL.get("protocols", [])]
     baselines = EVAL.get("baselines", "first_seed")
     if baselines == "none" or (baselines == "first_seed" and int(wildcards.seed) != SEEDS[0]):
         args.append("--no-baselines")
