@@ -11,13 +11,12 @@ import math
 
 import numpy as np
 import pytest
-
-from tests.conftest import run_dir_of
 import torch
 from wsolbench.methods.cam import CAM
 from wsolbench.methods.trt import TRT, TRTConfig
 from wsolbench.methods.tscam import TSCAM, TSCAMConfig
 
+from tests.conftest import run_dir_of
 from wsolbench.data.cub import official_box, read_cub
 from wsolbench.engine import _make_optimizer
 from wsolbench.registry import get_plugin

@@ -7,11 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.conftest import run_dir_of
 import torch
 
-from tests.conftest import TINY_SYNTH
+from tests.conftest import TINY_SYNTH, run_dir_of
 from wsolbench.engine import train
 from wsolbench.options import RunOptions
 from wsolbench.resolve import build_method

@@ -68,7 +68,6 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
     seed = int(ckpt.get("seed", opts.seed))
     digest = sha256_file(checkpoint)
     source_config = json_config(trained.config)
-    data_config = dataset_config(opts)
     out = []
     for cls in classes:
         t_start = time.perf_counter()
