@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -77,6 +78,9 @@ def test_documented_plugins_are_listed_run_and_scored_by_the_core(tmp_path, tiny
               "--seeds", "0", "--reported", str(tmp_path / "reported.csv"), "--resamples", "10")
     table2 = (tmp_path / "results" / "tables" / "table2.md").read_text()
     assert "| gapnet | ? | 32 | synth-cub |" in table2
+    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+    hit = runs[(runs["protocol"] == "centre_hit") & (runs["metric"] == "centre_hit")]
+    assert hit["value"].tolist() == [results["metrics"]["test"]["centre_hit"]["centre_hit"]]
     # Re-evaluated from its checkpoint, the plugin protocol named again (`evaluate`).
     checkpoint = Path(results["run_dir"]) / "checkpoint.pt"
     wsolbench("evaluate", "--checkpoint", str(checkpoint), "--dataset", "synth-cub",

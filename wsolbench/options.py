@@ -53,7 +53,7 @@ class RunOptions:
         if self.pretrained_sha256 and not self.pretrained:
             raise WsolbenchError("--pretrained-sha256 pins the weights of --pretrained, which "
                                  "is not given")
-        builtin = {"classification", "paper", "maxboxacc_v2", "maxboxacc", "pxap", "loc_acc"}
+        builtin = set(SUITE_PLUGINS) | set(SUITE_PLUGINS.values())
         clash = sorted(set(self.extra_protocols) & builtin)
         if clash:
             raise WsolbenchError(f"--protocol {clash[0]}: already in every run's suite")
@@ -73,4 +73,8 @@ def check_writable_dir(path: Path, what: str = "--results-dir") -> None:
 
 
 SELECT_CHOICES = ("last", "fullsup", "test")
+# The built-in evaluation suite: its entries' names in results.json and the registered
+# protocol each runs (docs/protocols.md); `--protocol NAME` adds others beside them.
+SUITE_PLUGINS = {"classification": "classification", "paper": "loc_acc",
+                 "maxboxacc_v2": "maxboxacc_v2", "maxboxacc": "maxboxacc", "pxap": "pxap"}
 TEST_SELECTION_NOTE = "checkpoint chosen on the test split, as the official code does"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from wsolbench.fileio import atomic_write_text
-from wsolbench.options import RunOptions
+from wsolbench.options import SUITE_PLUGINS, RunOptions
 from wsolbench.per_image import per_image_outcomes
 from wsolbench.registry import get_plugin
 
@@ -56,11 +56,6 @@ def paper_protocol(cfg, opts: RunOptions):
                                               eval_size=cfg.image_size,
                                               curve_step=opts.curve_step,
                                               first_box_only=opts.first_box_only)
-
-
-# Which registered protocol each of the suite's built-in entries runs (docs/protocols.md).
-SUITE_PLUGINS = {"classification": "classification", "paper": "loc_acc",
-                 "maxboxacc_v2": "maxboxacc_v2", "maxboxacc": "maxboxacc", "pxap": "pxap"}
 
 
 def protocol_from_results(results: dict[str, Any], name: str, split: str = "test"):

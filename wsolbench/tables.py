@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from wsolbench.errors import InputFileError, WsolbenchError
+from wsolbench.options import SUITE_PLUGINS
 from wsolbench.runpaths import RUNS_DIR, RunPaths, chosen_key
 from wsolbench.stats import seed_summary
 
@@ -93,6 +94,13 @@ def run_numbers(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(("wsolevaluation", "maxboxacc_v2", v2["mean"]))
     rows += [("wsolevaluation", f"maxboxacc_v2_{d}", v["max_acc"])
              for d, v in v2["per_iou"].items()]
+    # A protocol added with --protocol (a plugin's): its scalar results, under its name, in
+    # runs.csv and statistics.csv (Tables 1-3 keep the paper's columns).
+    for name, value in test.items():
+        if name not in SUITE_PLUGINS and isinstance(value, dict):
+            rows += [(name, key, v) for key, v in value.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and key != "n_images"]
     return [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
 
 
