@@ -642,7 +642,8 @@ def main() -> None:
         # Click turns Ctrl-C into Abort after printing an empty line; say what happened.
         name = "SIGTERM" if _SIGNALS_SEEN else "interrupt"
         click.echo(f"stopped by {name}: outputs already written are complete; a run keeps "
-                   "its last finished epoch (continue it with --resume)", err=True)
+                   "its last finished epoch (continue it with --resume; `pretrain` continues "
+                   "by itself when the same command is run again)", err=True)
         sys.exit(143 if _SIGNALS_SEEN else 130)
     except click.ClickException as exc:
         exc.show()
