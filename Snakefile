@@ -4,9 +4,10 @@
 #   snakemake --cores 8 all --configfile config/paper.yaml   # real data (GPUs advised)
 #   snakemake --profile profiles/slurm all                   # on a SLURM cluster
 #
-# Outputs (under results_dir): runs/<dataset>/<method>/<seed>/results.json (+ checkpoint,
-# predictions, per-image outcomes), tables/table{1,2,3}.{tex,csv,md}, statistics.csv,
-# bootstrap.csv, figures/<dataset>/*.{png,pdf}, MLflow runs in mlflow.db, logs/.
+# Outputs (under results_dir): runs/<dataset>/<method>/<run key>/<seed>/results.json
+# (+ checkpoint, predictions, per-image outcomes), tables/table{1,2,3}.{tex,csv,md},
+# statistics.csv, bootstrap.csv, figures/<dataset>/*.{png,pdf}, MLflow runs in mlflow.db,
+# logs/. `snakemake --cores 2 explainers`: explainer runs and tables/explainers/.
 
 import os
 

@@ -121,6 +121,7 @@ def test_shipped_weights_are_checked_and_named(tmp_path, monkeypatch):
         weights.read_manifest(out)
 
 
+@pytest.mark.slow
 def test_bad_recipe_values_are_one_line_errors(tmp_path):
     for setting, message in (("epochs=0", "epochs must be >= 1"),
                              ("resize_size=8", "resize_size must be >= image_size"),
@@ -171,3 +172,24 @@ def test_a_run_starts_from_shipped_weights_named_in_its_config(tmp_path, monkeyp
     out.with_suffix(".json").write_text(json.dumps(manifest))
     assert run_paths(options("synth-vit")).key != before
     assert run_paths(options("")).key != before
+
+
+def test_the_shipped_weights_match_their_manifests():
+    """Every file in wsolbench/weights/ is intact (SHA-256 against its manifest), names its
+    regeneration recipe and corpus, and loads into the methods of its backbone."""
+    from safetensors.torch import load_file
+
+    from wsolbench import weights
+    from wsolbench.registry import get_plugin
+
+    shipped = sorted(weights.WEIGHTS_DIR.glob("*.safetensors"))
+    assert shipped, "no shipped weights"
+    for path in shipped:
+        manifest = weights.read_manifest(path)
+        assert manifest["corpus_name"] == "synth-pretrain"
+        assert manifest["recipe"]["epochs"] >= 1 and manifest["backbone"] in ("vit_synth",
+                                                                              "smallcnn")
+        state = load_file(str(path))
+        for name in {"vit_synth": ("tscam", "trt"), "smallcnn": ("cam",)}[manifest["backbone"]]:
+            cls = get_plugin("methods", name)
+            cls(cls.presets["synth"], 10).load_pretrained(state)
