@@ -98,3 +98,26 @@ def test_several_configs_need_a_choice(tmp_path):
         parse_run_keys(["cam"])
     with pytest.raises(WsolbenchError, match="no finished run"):
         RunPaths.find(tmp_path, "synth-imagenet", "cam", 0)
+
+
+def test_the_workflow_names_a_pretrained_run_before_its_weights_exist(tmp_path):
+    """paper.yaml names local weights that a dry run on another machine does not have: the
+    key comes from the path (or the pinned SHA-256) alone, and equals the run's once the file
+    is there."""
+    config = default_workflow_config()
+    weights = tmp_path / "vit.safetensors"
+    config["methods"]["tscam"]["pretrained"] = str(weights)
+    before = workflow_run_key(config, "synth-cub", "tscam")  # no file yet: no error
+    weights.write_bytes(b"weights")
+    entry = config["methods"]["tscam"]
+    opts = RunOptions(method="tscam", dataset="synth-cub", preset=entry["preset"],
+                      pretrained=weights,
+                      overrides={k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                                 for k, v in entry["set"].items()},
+                      dataset_overrides={k: str(v) for k, v in
+                                         config["datasets"]["synth-cub"]["data_set"].items()})
+    assert run_paths(opts).key == before
+    config["methods"]["tscam"]["pretrained_sha256"] = "a" * 64
+    pinned = workflow_run_key(config, "synth-cub", "tscam")
+    assert pinned != before
+    assert run_paths(RunOptions(**{**opts.__dict__, "pretrained_sha256": "a" * 64})).key == pinned

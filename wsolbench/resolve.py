@@ -84,12 +84,15 @@ def check_splits(data) -> None:
     check_split(data.fullsup, "fullsup", data.num_classes)
 
 
-def run_paths(opts: RunOptions) -> RunPaths:
-    """The run folder of `opts` (docs/design.md §"Run folders"), from names and configs
-    only: no data is read, so the workflow computes the same folder before running."""
+def run_paths(opts: RunOptions, pretrained: str | None = None) -> RunPaths:
+    """The run folder of `opts` (docs/design.md §6), from names and configs only: no data is
+    read, so the workflow computes the same folder before running. `pretrained` stands for
+    the weights' identity (their pinned SHA-256, else their path) where `opts` does not carry
+    them: the workflow names the folder before the weights file need exist."""
     _, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
                                            opts.overrides)
     data_config = dataset_config(opts)
+    weights = pretrained or str(opts.pretrained_sha256 or opts.pretrained or "")
     identity = {
         "dataset": opts.dataset,
         "dataset_config": dataclasses.asdict(data_config) if data_config is not None else None,
@@ -97,9 +100,9 @@ def run_paths(opts: RunOptions) -> RunPaths:
         "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
         "fullsup": [str(p) for p in (opts.fullsup_metadata, opts.fullsup_images) if p],
         "method": opts.method, "config": dataclasses.asdict(cfg),
-        "pretrained": str(opts.pretrained_sha256 or opts.pretrained or ""),
+        "pretrained": weights,
         "init_weights": shipped_sha256(cfg.init_weights)
-        if cfg.init_weights and not opts.pretrained else "",
+        if cfg.init_weights and not weights else "",
         "protocol_steps": [opts.cam_curve_interval, opts.curve_step],
         "first_box_only": opts.first_box_only, "select_checkpoint": opts.select_checkpoint,
     }

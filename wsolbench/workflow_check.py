@@ -64,8 +64,9 @@ def check_workflow_config(config: dict[str, Any]) -> None:
 
 
 def _run_options(config: dict[str, Any], dataset: str, method: str):
-    """The `RunOptions` of one (dataset, method) job: the same options
-    `workflow/rules/common.smk::run_args` passes to `wsolbench run`."""
+    """The `RunOptions` of one (dataset, method) job: the options
+    `workflow/rules/common.smk::run_args` passes to `wsolbench run`, less the pretrained
+    weights (named by `_pretrained_identity`: a dry run must not need the file)."""
     from pathlib import Path
 
     from wsolbench.options import RunOptions
@@ -85,10 +86,19 @@ def _run_options(config: dict[str, Any], dataset: str, method: str):
         fullsup_images=path(data_entry.get("fullsup_images")),
         overrides=_values(method_entry.get("set")),
         dataset_overrides=_values(data_entry.get("data_set")),
-        pretrained=path(method_entry.get("pretrained")),
-        pretrained_sha256=method_entry.get("pretrained_sha256"),
         cam_curve_interval=float(evaluation.get("cam_curve_interval", 0.001)),
         first_box_only=bool(data_entry.get("first_box_only", False)))
+
+
+def _pretrained_identity(config: dict[str, Any], method: str) -> str | None:
+    """A method's weights as the run key sees them (`resolve.run_paths`): the pinned SHA-256,
+    else the path as `wsolbench run` receives it; the file need not exist yet."""
+    from pathlib import Path
+
+    entry = config["methods"].get(method) or {}
+    if entry.get("pretrained_sha256") and entry.get("pretrained"):
+        return str(entry["pretrained_sha256"])
+    return str(Path(entry["pretrained"])) if entry.get("pretrained") else None
 
 
 def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
@@ -96,7 +106,8 @@ def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
     of the workflow config, so Snakemake names the folder the run writes."""
     from wsolbench.resolve import run_paths
 
-    return run_paths(_run_options(config, dataset, method)).key
+    return run_paths(_run_options(config, dataset, method),
+                     _pretrained_identity(config, method)).key
 
 
 def workflow_explainer_key(config: dict[str, Any], dataset: str, explainer: str,
