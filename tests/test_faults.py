@@ -359,6 +359,7 @@ def test_weights_that_do_not_fit_show_shapes_and_what_they_look_like():
     assert "vit.blocks.0.attn.qkv.weight: file (576, 192) vs model (384, 128)" in message
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_synth,
                                                                   tiny_synth_dir):
     """Same dataset, method and seed, other epochs: a folder of its own (the first run's

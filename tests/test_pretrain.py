@@ -133,6 +133,7 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_a_run_starts_from_shipped_weights_named_in_its_config(tmp_path, monkeypatch,
                                                                 tiny_synth, tiny_synth_dir):
     from safetensors.torch import load_file

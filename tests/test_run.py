@@ -144,6 +144,7 @@ def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_evaluate_checkpoint_reproduces_the_run(tmp_path, tiny_synth, tiny_synth_dir):
     from wsolbench.runner import evaluate_checkpoint
 
@@ -167,6 +168,7 @@ def test_evaluate_checkpoint_reproduces_the_run(tmp_path, tiny_synth, tiny_synth
         evaluate_checkpoint(opts, ckpt, out_dir=ckpt.parent)
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_mlflow_run_has_params_metrics_and_grid(tmp_path, tiny_synth, tiny_synth_dir):
     import mlflow
 
@@ -217,6 +219,7 @@ def test_short_training_lowers_the_loss_in_every_stage(tmp_path, tiny_synth, nam
         assert losses[-1] < losses[0], (stage, losses)
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_synth_imagenet_run_end_to_end(tmp_path):
     tiny_imagenet = {"num_classes": "6", "train_per_class": "4", "test_per_class": "3",
                      "fullsup_per_class": "1", "image_size": "32"}
