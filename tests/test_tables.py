@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from wsolbench.errors import WsolbenchError
+from wsolbench.numbers import as_records
 from wsolbench.report import make_tables
 from wsolbench.stats import paired_bootstrap, seed_summary
+from wsolbench.suite import tabulated_numbers
 from wsolbench.tables import latex_escape, read_reported
 
 REPORTED = """method,backbone,input,dataset,metric,value,source,note
@@ -44,7 +46,8 @@ def write_run(root, dataset, method, seed, numbers, n_images=10, config=None,
                    **(config or {})},
         "metrics": {
             "test": {"classification": {"top1_cls": 90.0},
-                     "paper": dict(zip(("top1_loc", "top5_loc", "gt_known_loc"), paper)),
+                     "paper": {**dict(zip(("top1_loc", "top5_loc", "gt_known_loc"), paper)),
+                               "cam_threshold": 0.25},
                      "maxboxacc_v2": {
                          "mean": float(np.mean(v2)),
                          "per_iou": {d: {"max_acc": v} for d, v in zip(("30", "50", "70"), v2)},
@@ -55,6 +58,7 @@ def write_run(root, dataset, method, seed, numbers, n_images=10, config=None,
                      "boxacc_v2": {"mean": float(np.mean(v2)) - 1.0,
                                    "per_iou": {d: {"acc": v - 1.0}
                                                for d, v in zip(("30", "50", "70"), v2)}}}}}
+    results["metrics"]["numbers"] = as_records(tabulated_numbers(results["metrics"]))
     (run_dir / "results.json").write_text(json.dumps(results))
     rng = np.random.default_rng(seed + (100 if method == "cam" else 0))
     good = method == "cam"
@@ -221,6 +225,7 @@ def test_baselines_are_rows_of_every_table_and_csv(results_tree):
         results["metrics"]["baselines"] = {"centre_gaussian": baseline}
         results["metrics"]["test"]["maxboxacc_v2"]["whole_image"] = whole_v2
         results["metrics"]["test"]["paper"]["whole_image"] = {"gt_known_loc": 1.0}
+        results["metrics"]["numbers"] = as_records(tabulated_numbers(results["metrics"]))
         path.write_text(json.dumps(results))
     out = results_tree / "tables"
     written = make_tables(results_tree, {"cub": "synth-cub"}, ["cam", "trt"], [0, 1],

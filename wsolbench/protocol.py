@@ -170,6 +170,14 @@ class Protocol(ABC):
         no boxes."""
         return None
 
+    def numbers(self, result: dict[str, Any]) -> dict[str, float]:
+        """The numbers of `result` (this protocol's `compute()`) that `runs.csv` and
+        `statistics.csv` carry when the protocol is added to a run's suite, by metric name.
+        Default: every top-level number but the image count; override to name fewer."""
+        return {key: float(value) for key, value in result.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                and key != "n_images"}
+
     def merge(self, other: Self) -> Self:
         """Add another shard's counters into this one (same protocol and parameters)."""
         if type(other) is not type(self) or other.params() != self.params():

@@ -22,6 +22,7 @@ from wsolbench import __version__
 from wsolbench.config import flatten
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_write_json, atomic_write_text
+from wsolbench.numbers import read_numbers
 from wsolbench.options import TEST_SELECTION_NOTE, RunOptions, check_writable_dir
 from wsolbench.provenance import git_commit, git_tags, package_versions, run_fingerprint
 from wsolbench.registry import get_plugin
@@ -72,23 +73,22 @@ def keep_other_run(run_dir: Path, resolved: dict[str, Any]) -> Path | None:
     return target
 
 
+# The run summary's columns: (protocol, metric) of `metrics.numbers` -> column name.
+HEADLINE_COLUMNS = {("paper", "cls_top1"): "top1_cls", ("paper", "top1_loc"): "top1_loc",
+                    ("paper", "top5_loc"): "top5_loc", ("paper", "gt_known_loc"): "gt_known_loc",
+                    ("fair", "gt_known_loc"): "gt_known_loc_fair",
+                    ("wsolevaluation", "maxboxacc_v2"): "maxboxacc_v2"}
+
+
 def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the summary table printed after a run (method vs. baselines)."""
-    m = results["metrics"]
-    test = m["test"]
-    rows = [{"map": results["method"], "top1_cls": test["classification"]["top1_cls"],
-             "top1_loc": test["paper"]["top1_loc"], "top5_loc": test["paper"]["top5_loc"],
-             "gt_known_loc": test["paper"]["gt_known_loc"],
-             "gt_known_loc_fair": m["fair"]["gt_known_loc"],
-             "maxboxacc_v2": test["maxboxacc_v2"]["mean"]},
-            {"map": "whole-image box", "top1_loc": test["paper"]["whole_image"]["top1_loc"],
-             "top5_loc": test["paper"]["whole_image"]["top5_loc"],
-             "gt_known_loc": test["paper"]["whole_image"]["gt_known_loc"],
-             "maxboxacc_v2": test["maxboxacc_v2"]["whole_image"]["mean"]}]
-    for name, value in m.get("baselines", {}).items():
-        rows.append({"map": f"baseline: {name}", "maxboxacc_v2": value["maxboxacc_v2"],
-                     "gt_known_loc_fair": value["fair"]["gt_known_loc"]})
-    return rows
+    """Rows of the summary table printed after a run: the method, then each baseline."""
+    rows: dict[str, dict[str, Any]] = {}
+    for n in read_numbers(results, "results"):
+        column = HEADLINE_COLUMNS.get((n.protocol, n.metric))
+        if column:
+            name = f"baseline: {n.baseline}" if n.baseline else results["method"]
+            rows.setdefault(name, {"map": name})[column] = n.value
+    return list(rows.values())
 
 
 def run(opts: RunOptions, tracker=None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from wsolbench.fileio import atomic_write_text
+from wsolbench.numbers import NUMBERS_KEY, Number, as_records
 from wsolbench.options import SUITE_PLUGINS, RunOptions
 from wsolbench.per_image import per_image_outcomes
 from wsolbench.registry import get_plugin
@@ -204,7 +205,65 @@ def evaluate_model(method, data, opts: RunOptions, out_dir: Path, device, ctx=No
     atomic_write_text(out_dir / PER_IMAGE_NAME, outcomes.to_csv(index=False))
     if opts.baselines:
         metrics["baselines"] = run_baselines(data, opts, method.config)
+    metrics[NUMBERS_KEY] = as_records(tabulated_numbers(metrics, evaluated["test"]))
     return metrics, preds
+
+
+def tabulated_numbers(metrics: dict[str, Any], test_protocols: dict[str, Any] | None = None
+                      ) -> list[Number]:
+    """Every number of a run's `metrics` that tables and CSVs show (`wsolbench.numbers`):
+    the paper protocol and classification (`paper`), the held-out transfer (`fair`),
+    MaxBoxAccV2 as wsolevaluation defines it, each added protocol's `Protocol.numbers`
+    under its suite name, and the baselines (the whole-image box every run scores, and the
+    trivial and low-level maps). `test_protocols` are the test split's protocol objects
+    (their `numbers` seam); without them an added protocol's numbers are left out."""
+    test, fair = metrics["test"], metrics["fair"]
+    paper = test["paper"]
+    rows = [Number("paper", "cls_top1", test["classification"]["top1_cls"]),
+            Number("paper", "cam_threshold", paper["cam_threshold"]),
+            Number("fair", "cam_threshold", fair["cam_threshold"])]
+    rows += [Number("paper", k, paper[k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
+    rows += [Number("fair", k, fair[k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
+    rows += _boxacc_numbers("fair", fair["boxacc_v2"]["mean"],
+                            {d: v["acc"] for d, v in fair["boxacc_v2"]["per_iou"].items()})
+    v2 = test["maxboxacc_v2"]
+    rows += _boxacc_numbers("wsolevaluation", v2["mean"],
+                            {d: v["max_acc"] for d, v in v2["per_iou"].items()})
+    for name, protocol in (test_protocols or {}).items():
+        if name not in SUITE_PLUGINS:  # added with --protocol: its own declared numbers
+            rows += [Number(name, k, v) for k, v in protocol.numbers(test[name]).items()]
+    return rows + _baseline_numbers(metrics)
+
+
+def _boxacc_numbers(protocol: str, mean: float, per_iou: dict[str, float],
+                    baseline: str = "") -> list[Number]:
+    return [Number(protocol, "maxboxacc_v2", mean, baseline),
+            *[Number(protocol, f"maxboxacc_v2_{d}", v, baseline) for d, v in per_iou.items()]]
+
+
+def _baseline_numbers(metrics: dict[str, Any]) -> list[Number]:
+    """The baselines' numbers (docs/protocols.md §"Baselines"): the whole-image box (the
+    same at every threshold, so `fair` equals its searched value) and each map of
+    `run_baselines`. No Top-1/Top-5 Loc: a baseline has no classifier."""
+    test = metrics["test"]
+    rows: list[Number] = []
+    if "whole_image" in test["maxboxacc_v2"] and "whole_image" in test["paper"]:
+        whole = test["maxboxacc_v2"]["whole_image"]
+        gt_known = test["paper"]["whole_image"]["gt_known_loc"]
+        for protocol in ("wsolevaluation", "fair"):
+            rows += _boxacc_numbers(protocol, whole["mean"], whole["per_iou"], "whole_image")
+        rows += [Number(p, "gt_known_loc", gt_known, "whole_image") for p in ("paper", "fair")]
+    for name, value in (metrics.get("baselines") or {}).items():
+        rows += _boxacc_numbers("wsolevaluation", value["maxboxacc_v2"],
+                                value.get("per_iou", {}), name)
+        fair = value.get("fair")
+        if fair:
+            rows += [Number("fair", "gt_known_loc", fair["gt_known_loc"], name),
+                     Number("fair", "cam_threshold", fair["cam_threshold"], name)]
+            rows += _boxacc_numbers("fair", fair["boxacc_v2"]["mean"],
+                                    {d: v["acc"] for d, v in
+                                     fair["boxacc_v2"]["per_iou"].items()}, name)
+    return rows
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:

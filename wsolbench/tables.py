@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from wsolbench.errors import InputFileError, WsolbenchError
-from wsolbench.options import SUITE_PLUGINS
+from wsolbench.numbers import read_numbers
 from wsolbench.runpaths import RUNS_DIR, RunPaths, chosen_key
 from wsolbench.stats import seed_summary
 
@@ -78,32 +78,6 @@ TABLES = (
 # ------------------------------------------------------------------------------ collecting
 
 
-def run_numbers(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every tabulated number of one run's results, as `(protocol, metric, value)` rows."""
-    m = results["metrics"]
-    test, fair = m["test"], m["fair"]
-    rows = [("paper", "cls_top1", test["classification"]["top1_cls"]),
-            ("paper", "cam_threshold", results["config"]["cam_threshold"]),
-            ("fair", "cam_threshold", fair["cam_threshold"])]
-    rows += [("paper", k, test["paper"][k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
-    rows += [("fair", k, fair[k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")]
-    rows.append(("fair", "maxboxacc_v2", fair["boxacc_v2"]["mean"]))
-    rows += [("fair", f"maxboxacc_v2_{d}", v["acc"])
-             for d, v in fair["boxacc_v2"]["per_iou"].items()]
-    v2 = test["maxboxacc_v2"]
-    rows.append(("wsolevaluation", "maxboxacc_v2", v2["mean"]))
-    rows += [("wsolevaluation", f"maxboxacc_v2_{d}", v["max_acc"])
-             for d, v in v2["per_iou"].items()]
-    # A protocol added with --protocol (a plugin's): its scalar results, under its name, in
-    # runs.csv and statistics.csv (Tables 1-3 keep the paper's columns).
-    for name, value in test.items():
-        if name not in SUITE_PLUGINS and isinstance(value, dict):
-            rows += [(name, key, v) for key, v in value.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)
-                     and key != "n_images"]
-    return [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
-
-
 BASELINE_PREFIX = "baseline:"
 BASELINE_NAMES = {"whole_image": "whole-image box", "centre_gaussian": "centre Gaussian",
                   "saturation": "colour saturation", "local_contrast": "local contrast",
@@ -112,37 +86,6 @@ BASELINE_NOTE = ("Baselines (marked “baseline”): maps that use no training �
                  "box, centre Gaussian, colour saturation, local contrast, and the head mask "
                  "(a perfect part detector) — scored with the class given; they have no "
                  "classifier, so Top-1/Top-5 Loc stay empty.")
-
-
-def baseline_numbers(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Each baseline's rows (`protocol, metric, value`) recorded in one run's results, plus
-    the whole-image box every run scores (docs/protocols.md §"Baselines")."""
-    test = results["metrics"]["test"]
-    out: dict[str, list[tuple[str, str, float]]] = {}
-    if "whole_image" in test["maxboxacc_v2"] and "whole_image" in test["paper"]:
-        whole_v2 = test["maxboxacc_v2"]["whole_image"]
-        whole_gt = test["paper"]["whole_image"]["gt_known_loc"]
-        per_iou = list(whole_v2["per_iou"].items())
-        out["whole_image"] = [
-            *[(protocol, "maxboxacc_v2", whole_v2["mean"]) for protocol in ("wsolevaluation",
-                                                                            "fair")],
-            *[(protocol, f"maxboxacc_v2_{d}", v) for protocol in ("wsolevaluation", "fair")
-              for d, v in per_iou],
-            ("paper", "gt_known_loc", whole_gt), ("fair", "gt_known_loc", whole_gt)]
-    for name, value in (results["metrics"].get("baselines") or {}).items():
-        fair = value.get("fair", {})
-        rows = [("wsolevaluation", "maxboxacc_v2", value["maxboxacc_v2"])]
-        rows += [("wsolevaluation", f"maxboxacc_v2_{d}", v)
-                 for d, v in value.get("per_iou", {}).items()]
-        if fair:
-            rows += [("fair", "gt_known_loc", fair["gt_known_loc"]),
-                     ("fair", "cam_threshold", fair["cam_threshold"]),
-                     ("fair", "maxboxacc_v2", fair["boxacc_v2"]["mean"])]
-            rows += [("fair", f"maxboxacc_v2_{d}", v["acc"])
-                     for d, v in fair["boxacc_v2"]["per_iou"].items()]
-        out[name] = rows
-    return {name: [{"protocol": p, "metric": k, "value": float(v)} for p, k, v in rows]
-            for name, rows in out.items()}
 
 
 def _backbone(config: dict[str, Any]) -> str:
@@ -162,27 +105,35 @@ def collect_runs(results_dir: Path, datasets: list[str], methods: list[str],
                 path = paths.require()
                 try:
                     results = json.loads(path.read_text())
-                    numbers = run_numbers(results)
+                    config = results["config"]
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise WsolbenchError(f"{path}: not a complete wsolbench results file "
                                          f"({type(exc).__name__}: {exc})") from None
+                numbers = read_numbers(results, str(path))
                 base = {"dataset": dataset, "method": method, "seed": seed,
                         "run_key": paths.key,
-                        "backbone": _backbone(results["config"]),
-                        "input": int(results["config"]["image_size"]),
+                        "backbone": _backbone(config),
+                        "input": int(config["image_size"]),
                         "display_name": results.get("display_name", method),
                         "selection": results.get("select_checkpoint", "last"),
                         "mlflow_run_id": results.get("mlflow_run_id")}
-                rows += [{**base, **n} for n in numbers]
-                # The same maps on the same data: one copy per (dataset, baseline, seed),
-                # from whichever run computed it first.
-                for name, numbers in baseline_numbers(results).items():
-                    baseline_rows.setdefault((dataset, name, seed), [
-                        {**base, "method": f"{BASELINE_PREFIX}{name}", "backbone": "–",
-                         "display_name": f"{BASELINE_NAMES.get(name, name)} (baseline)",
-                         "selection": "last", "run_key": "", "mlflow_run_id": None, **n}
-                        for n in numbers])
-    return pd.DataFrame(rows + [r for group in baseline_rows.values() for r in group])
+                for n in numbers:
+                    row = {**base, "protocol": n.protocol, "metric": n.metric,
+                           "value": n.value}
+                    if not n.baseline:
+                        rows.append(row)
+                        continue
+                    # The same maps on the same data: one copy per (dataset, baseline,
+                    # seed), from whichever run computed it first.
+                    owner, kept = baseline_rows.setdefault((dataset, n.baseline, seed),
+                                                           (method, []))
+                    if owner == method:
+                        kept.append({**row, "method": f"{BASELINE_PREFIX}{n.baseline}",
+                                     "backbone": "–", "selection": "last", "run_key": "",
+                                     "mlflow_run_id": None, "display_name":
+                                     f"{BASELINE_NAMES.get(n.baseline, n.baseline)} "
+                                     "(baseline)"})
+    return pd.DataFrame(rows + [r for _, kept in baseline_rows.values() for r in kept])
 
 
 def methods_with_runs(results_dir: Path, datasets: list[str]) -> list[str]:
