@@ -40,7 +40,7 @@ from torch import nn
 from wsolbench.attention import capture_class_attention
 from wsolbench.errors import WsolbenchError
 from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
-from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
+from wsolbench.vit import SYNTH_VITS, build_vit, check_timm_name, load_vit_weights
 
 POLICY_EPS = 1e-6
 
@@ -57,7 +57,7 @@ class TRTConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_timm_name(self.model, "model", own=("vit_synth",))
+        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
         if not 0 < self.thresh <= 1 or self.stage2_epochs < 1:
             raise WsolbenchError(f"thresh must lie in (0, 1] and stage2_epochs be >= 1, got "
                                  f"thresh={self.thresh}, stage2_epochs={self.stage2_epochs}")

@@ -21,7 +21,7 @@ from torch import nn
 
 from wsolbench.attention import capture_class_attention
 from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
-from wsolbench.vit import build_vit, check_timm_name, load_vit_weights
+from wsolbench.vit import SYNTH_VITS, build_vit, check_timm_name, load_vit_weights
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class TSCAMConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_timm_name(self.model, "model", own=("vit_synth",))
+        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
 
 
 class TSCAM(WSOLMethod):

@@ -9,9 +9,9 @@ from wsolbench.attention import capture_attention, capture_class_attention
 from wsolbench.method import read_state_dict
 
 
-def tiny(cls, cfg_cls, size=32, **kw):
+def tiny(cls, cfg_cls, size=32, model="vit_synth", **kw):
     torch.manual_seed(0)
-    return cls(cfg_cls(model="vit_synth", image_size=size, resize_size=size, **kw), 4).eval()
+    return cls(cfg_cls(model=model, image_size=size, resize_size=size, **kw), 4).eval()
 
 
 def manual_attentions(vit, images):
@@ -91,10 +91,12 @@ def test_tscam_map_is_attention_times_semantic_map():
 
 @pytest.mark.parametrize("cls,cfg", [(TSCAM, TSCAMConfig), (TRT, TRTConfig)])
 @pytest.mark.parametrize("size", [32, 64])
-def test_two_image_sizes_give_the_model_token_grid(cls, cfg, size):
-    model = tiny(cls, cfg, size=size)
+@pytest.mark.parametrize("model,patch", [("vit_synth", 8), ("vit_synth_p4", 4)])
+def test_two_image_sizes_give_the_model_token_grid(cls, cfg, size, model, patch):
+    model = tiny(cls, cfg, size=size, model=model)
     out = model.localize(torch.randn(2, 3, size, size), torch.tensor([0, 3]))
-    assert out.maps.shape == (2, size // 8, size // 8) and out.logits.shape == (2, 4)
+    grid = size // patch
+    assert out.maps.shape == (2, grid, grid) and out.logits.shape == (2, 4)
     assert torch.isfinite(out.maps).all()
 
 

@@ -24,13 +24,20 @@ def check_timm_name(name: str, key: str, own: tuple[str, ...] = ()) -> None:
         raise WsolbenchError(f"{key}={name!r} is not a timm model{hint}")
 
 
+# wsolbench's own small ViTs for 64-px synthetic data (width 128, depth 6, 4 heads), by
+# patch size: patch 8 gives an 8x8 token grid at 64 px; patch 4 gives 16x16, about the
+# tokens per object of a DeiT on CUB (docs/benchmark.md, "token grid").
+SYNTH_VITS = {"vit_synth": 8, "vit_synth_p4": 4}
+
+
 def build_vit(name: str, image_size: int, drop_path: float) -> nn.Module:
     """A timm ViT without classifier; the token grid follows `image_size`."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    if name == "vit_synth":
-        return VisionTransformer(img_size=image_size, patch_size=8, embed_dim=128, depth=6,
+    if name in SYNTH_VITS:
+        return VisionTransformer(img_size=image_size, patch_size=SYNTH_VITS[name],
+                                 embed_dim=128, depth=6,
                                  num_heads=4, num_classes=0, drop_path_rate=drop_path)
     return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size,
                              drop_path_rate=drop_path)
