@@ -12,6 +12,11 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Under pytest-xdist (`-n auto`), each worker takes its share of the cores: torch (and the
+# runs and workflow jobs tests start) would otherwise each spawn a thread per core.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 # A tiny synth-cub: seconds to generate and to train one epoch on.
 TINY_SYNTH = {"num_classes": "3", "train_per_class": "12", "test_per_class": "4",
