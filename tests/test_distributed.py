@@ -66,7 +66,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_synth, tiny_synth_di
 def test_only_rank_zero_writes(tmp_path, tiny_synth):
     torch.manual_seed(0)
     method, _ = build_method("cam", None, "synth-cub", {"epochs": "1", "batch_size": "12",
-                                                        "image_size": "32", "width": "16"}, 3)
+                                                        "image_size": "32", "width": "16", "init_weights": ""}, 3)
     rows = []
     train(method, tiny_synth.train, tmp_path, device=torch.device("cpu"), seed=0,
           on_epoch=rows.append, ctx=DistContext(rank=1, world_size=1))

@@ -194,7 +194,7 @@ def test_checkpoint_from_another_version_is_named(tmp_path, tiny_synth, tiny_syn
                       results_dir=tmp_path, dataset_overrides=TINY_SYNTH, mlflow=False,
                       baselines=False, cam_curve_interval=0.01,
                       overrides={"epochs": "1", "image_size": "32", "resize_size": "36",
-                                 "width": "16"})
+                                 "width": "16", "init_weights": ""})
     run(opts, tracker=NullTracker())
     ckpt_path = run_dir_of(tmp_path, "synth-cub", "cam") / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=False)
@@ -376,7 +376,7 @@ def test_a_run_of_another_config_never_overwrites_a_finished_one(tmp_path, tiny_
                           results_dir=tmp_path, dataset_overrides=TINY_SYNTH, mlflow=False,
                           baselines=False, cam_curve_interval=0.01,
                           overrides={"epochs": str(epochs), "image_size": "32",
-                                     "resize_size": "36", "width": "16"})
+                                     "resize_size": "36", "width": "16", "init_weights": ""})
 
     import json
 

@@ -17,7 +17,7 @@ from wsolbench.runner import run
 from wsolbench.tracking import NullTracker
 
 FAST = {"epochs": "1", "batch_size": "16", "image_size": "32", "resize_size": "36",
-        "width": "16"}
+        "width": "16", "init_weights": ""}
 
 
 def options(tmp_path, data_dir, **kw):

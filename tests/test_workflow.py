@@ -107,7 +107,7 @@ def tiny_config(results: Path) -> dict:
         "resources": {"threads": 1},
         "datasets": {"synth-cub": {"data_set": tiny},
                      "synth-imagenet": {"data_set": {**tiny, "num_classes": 3}}},
-        "methods": {"cam": {"set": {**fast, "width": 16}},
+        "methods": {"cam": {"set": {**fast, "width": 16, "init_weights": ""}},
                     "trt": {"set": {**fast, "stage2_epochs": 1}}},
         "explainers": {"methods": ["gradcam", "eigencam"], "explain": ["cam", "trt"],
                        "datasets": ["synth-cub"]},

@@ -15,7 +15,7 @@ TINY_DATA = {"num_classes": "3", "train_per_class": "12", "test_per_class": "4",
              "fullsup_per_class": "2", "image_size": "32"}
 TRAINED = {
     "cam": {"epochs": "2", "batch_size": "12", "image_size": "32", "resize_size": "36",
-            "width": "16"},
+            "width": "16", "init_weights": ""},
     "tscam": {"epochs": "1", "batch_size": "12", "image_size": "32", "resize_size": "36"},
 }
 
