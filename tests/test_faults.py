@@ -417,3 +417,40 @@ def test_an_unwritable_results_folder_is_refused_up_front(tmp_path, monkeypatch,
         main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "is not writable" in err and "Traceback" not in err
+
+
+def test_a_swallowed_stop_signal_is_raised_again_at_the_next_check():
+    """SIGTERM whose KeyboardInterrupt is swallowed (a finalizer, library code catching
+    BaseException) is not lost: `interrupt.check()` raises it again and the exit status still
+    says SIGTERM. Before, a run in CI ignored Ctrl-C this way and finished with status 0."""
+    code = ("import os, signal, time\n"
+            "from wsolbench import interrupt\n"
+            "interrupt.install()\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n"
+            "except BaseException:\n"
+            "    print('swallowed')\n"
+            "try:\n"
+            "    interrupt.check()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped by', interrupt.requested_by())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout.split("\n")[:2] == ["swallowed", f"stopped by {int(signal.SIGTERM)}"]
+
+
+def test_prediction_stops_at_the_next_batch_after_a_swallowed_interrupt(monkeypatch,
+                                                                        tiny_synth):
+    import torch
+
+    from wsolbench import interrupt
+    from wsolbench.engine import predict
+    from wsolbench.resolve import build_method
+
+    method, _ = build_method("cam", None, "synth-cub", {"image_size": "32", "width": "16",
+                                                        "init_weights": ""}, 3)
+    predict(method, tiny_synth.test[:2], device=torch.device("cpu"))  # no request: runs
+    monkeypatch.setattr(interrupt, "_received", [int(signal.SIGINT)])
+    with pytest.raises(KeyboardInterrupt):
+        predict(method, tiny_synth.test[:2], device=torch.device("cpu"))

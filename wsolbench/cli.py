@@ -619,32 +619,25 @@ def _configure_logging() -> None:
         log.propagate = False
 
 
-_SIGNALS_SEEN: list[int] = []
-
-
-def _interrupt_on(signum: int, frame) -> None:
-    """SIGTERM (scancel, a batch time limit) ends the run as Ctrl-C does: the MLflow run is
-    marked KILLED and the last epoch's checkpoint stays for --resume."""
-    _SIGNALS_SEEN.append(signum)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     import signal
 
+    from wsolbench import interrupt
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _configure_logging()
-    signal.signal(signal.SIGTERM, _interrupt_on)
+    interrupt.install()
     try:
         cli.main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         # Click turns Ctrl-C into Abort after printing an empty line; say what happened.
-        name = "SIGTERM" if _SIGNALS_SEEN else "interrupt"
-        click.echo(f"stopped by {name}: outputs already written are complete; a run keeps "
-                   "its last finished epoch (continue it with --resume; `pretrain` continues "
-                   "by itself when the same command is run again)", err=True)
-        sys.exit(143 if _SIGNALS_SEEN else 130)
+        sigterm = interrupt.requested_by() == signal.SIGTERM
+        click.echo(f"stopped by {'SIGTERM' if sigterm else 'interrupt'}: outputs already "
+                   "written are complete; a run keeps its last finished epoch (continue it "
+                   "with --resume; `pretrain` continues by itself when the same command is "
+                   "run again)", err=True)
+        sys.exit(143 if sigterm else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -33,6 +33,7 @@ from wsolbench.data.torch_dataset import RecordDataset, build_transform
 from wsolbench.distributed import DistContext, EpochShardSampler
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save
+from wsolbench.interrupt import check as check_interrupt
 from wsolbench.method import WSOLMethod
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ def _train_epoch(method, step, loader, sampler, optimizer, criterion, cfg, stage
     bar = tqdm(loader, desc=f"{method.name} {stage} epoch {epoch}/{cfg.epochs}", leave=False,
                dynamic_ncols=True, disable=not ctx.is_main or None)
     for index, (images, labels, _) in enumerate(bar, start=1):
+        check_interrupt()  # a Ctrl-C or SIGTERM that library code swallowed stops here
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         with speed.autocast(device):
@@ -442,6 +444,7 @@ def predict(method: WSOLMethod, records: Sequence[Record], *, device: torch.devi
     maps, logits = [], []
     for images, labels, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
                                   disable=None):  # a bar on a terminal, never in a log file
+        check_interrupt()
         with speed.autocast(device):
             images = images.to(device, memory_format=memory_format)
             labels = labels.to(device)

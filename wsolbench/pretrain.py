@@ -25,6 +25,7 @@ from torch import nn
 
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save, atomic_write_json
+from wsolbench.interrupt import check as check_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
         model.train()
         losses, hits, seen = [], 0, 0
         for step, (images, labels, _) in enumerate(train_loader):
+            check_interrupt()  # a swallowed Ctrl-C or SIGTERM stops here
             scheduler.step_update(epoch * steps + step)
             logits = model(images)
             loss = loss_fn(logits, labels)
