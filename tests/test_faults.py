@@ -440,6 +440,34 @@ def test_a_swallowed_stop_signal_is_raised_again_at_the_next_check():
     assert done.stdout.split("\n")[:2] == ["swallowed", f"stopped by {int(signal.SIGTERM)}"]
 
 
+def test_a_stop_during_a_store_write_waits_for_the_write_and_a_second_one_does_not():
+    """SIGTERM inside `deferred()` (every MLflow write) lets the write finish and is raised at
+    the next check; a second signal raises at once. Before, an interrupted SQLite commit
+    left the store locked, the run could not be marked KILLED, and the exit status was 1."""
+    code = ("import os, signal, time\n"
+            "from wsolbench import interrupt\n"
+            "interrupt.install()\n"
+            "with interrupt.deferred():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(0.2)\n"
+            "    print('write finished')\n"
+            "try:\n"
+            "    interrupt.check()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped at the check')\n"
+            "try:\n"
+            "    with interrupt.deferred():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "        print('not reached')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('second signal stops at once')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout.split("\n")[:3] == ["write finished", "stopped at the check",
+                                           "second signal stops at once"], done.stderr
+
+
 def test_prediction_stops_at_the_next_batch_after_a_swallowed_interrupt(monkeypatch,
                                                                         tiny_synth):
     import torch

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from wsolbench.errors import WsolbenchError
+from wsolbench.vit import SYNTH_VITS
 
 TINY_CORPUS = {"num_classes": "4", "train_per_class": "16", "test_per_class": "4",
                "fullsup_per_class": "1", "image_size": "32"}
@@ -42,7 +43,13 @@ def _pretrain(out: Path, results: Path, backbone: str = "vit_synth"):
     return pretrain(cfg, corpus, out, threads=1)
 
 
-@pytest.mark.parametrize("backbone", ["vit_synth", "smallcnn"])
+def test_every_synth_backbone_can_be_pretrained():
+    from wsolbench.pretrain import BACKBONES
+
+    assert set(BACKBONES) == {"smallcnn", *SYNTH_VITS}
+
+
+@pytest.mark.parametrize("backbone", ["vit_synth", "vit_synth_p4", "smallcnn"])
 def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
     from safetensors.torch import load_file
 
@@ -57,8 +64,10 @@ def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
     assert manifest["corpus"]["synth"]["stream"] == "synth-pretrain"
     assert not out.with_suffix(".resume.pt").exists()
     state = load_file(str(out))
-    if backbone == "vit_synth":  # timm key names, as a DeiT checkpoint
+    vit = backbone.startswith("vit_synth")
+    if vit:  # timm key names, as a DeiT checkpoint
         assert "cls_token" in state and "blocks.0.attn.qkv.weight" in state
+        assert state["patch_embed.proj.weight"].shape[-1] == SYNTH_VITS[backbone]
         targets = ("tscam", "trt")
     else:
         assert "features.0.weight" in state and "fc.weight" in state
@@ -67,12 +76,12 @@ def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
         cls = get_plugin("methods", name)
         import dataclasses
 
-        method = cls(dataclasses.replace(cls.presets["synth"], image_size=32,
-                                         resize_size=36), 3)
+        method = cls(dataclasses.replace(cls.presets["synth"], image_size=32, resize_size=36,
+                                         **({"model": backbone} if vit else {})), 3)
         method.load_pretrained(state)
         own = method.state_dict()
-        key = "vit.blocks.0.attn.qkv.weight" if backbone == "vit_synth" else "features.0.weight"
-        source = "blocks.0.attn.qkv.weight" if backbone == "vit_synth" else "features.0.weight"
+        key = "vit.blocks.0.attn.qkv.weight" if vit else "features.0.weight"
+        source = "blocks.0.attn.qkv.weight" if vit else "features.0.weight"
         torch.testing.assert_close(own[key], state[source])
 
 

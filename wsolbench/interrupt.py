@@ -6,18 +6,36 @@ run KILLED and keeps its last finished epoch. The handler also records the signa
 exception raised where Python cannot pass it on — inside a finalizer, or in library code
 that catches BaseException — is lost, and the process would carry on to the end. Loops
 that run for long (training and prediction batches) call `check()`, which raises it again.
+Writes to the MLflow store run inside `deferred()`: an interrupt in the middle of a SQLite
+commit leaves the store locked for the rest of the process, so the run could not even be
+marked KILLED; there the request waits for the next `check()` (a second signal does not).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 _received: list[int] = []
+_deferring = 0
 
 
 def _raise(signum: int, frame) -> None:
     _received.append(signum)
-    raise KeyboardInterrupt
+    if not _deferring or len(_received) > 1:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a first stop request back for the block (it is raised at the next `check()`)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
 
 
 def install() -> None:

@@ -29,7 +29,9 @@ from wsolbench.interrupt import check as check_interrupt
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = ("smallcnn", "vit_synth")
+# CAM's CNN and the synth ViTs of wsolbench.vit.SYNTH_VITS (kept literal: the CLI lists them
+# without importing torch).
+BACKBONES = ("smallcnn", "vit_synth", "vit_synth_p4")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import file_lock
+from wsolbench.interrupt import deferred
 
 _KEY_OK = re.compile(r"[^0-9A-Za-z_\-./ ]")
 
@@ -175,8 +176,12 @@ class MLflowTracker:
         self.run_name: str | None = None
         self._children: dict[str, str] = {}
 
-    def _locked(self):
-        return file_lock(self._lock_path)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's inter-process lock, with stop signals held back until the write is
+        done (`wsolbench.interrupt.deferred`: an interrupted commit locks the store)."""
+        with deferred(), file_lock(self._lock_path):
+            yield
 
     def _open_experiment(self, experiment: str, results_dir: Path) -> str:
         """The experiment's id: created with an artifact folder under `results_dir` and the
