@@ -423,49 +423,55 @@ def test_a_swallowed_stop_signal_is_raised_again_at_the_next_check():
     """SIGTERM whose KeyboardInterrupt is swallowed (a finalizer, library code catching
     BaseException) is not lost: `interrupt.check()` raises it again and the exit status still
     says SIGTERM. Before, a run in CI ignored Ctrl-C this way and finished with status 0."""
-    code = ("import os, signal, time\n"
-            "from wsolbench import interrupt\n"
-            "interrupt.install()\n"
-            "try:\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    time.sleep(5)\n"
-            "except BaseException:\n"
-            "    print('swallowed')\n"
-            "try:\n"
-            "    interrupt.check()\n"
-            "except KeyboardInterrupt:\n"
-            "    print('stopped by', interrupt.requested_by())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.stdout.split("\n")[:2] == ["swallowed", f"stopped by {int(signal.SIGTERM)}"]
+    lines = _interrupt_script("""
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except BaseException:
+            print('swallowed')
+        try:
+            interrupt.check()
+        except KeyboardInterrupt:
+            print('stopped by', interrupt.requested_by())
+        """)
+    assert lines[:2] == ["swallowed", f"stopped by {int(signal.SIGTERM)}"]
 
 
 def test_a_stop_during_a_store_write_waits_for_the_write_and_a_second_one_does_not():
     """SIGTERM inside `deferred()` (every MLflow write) lets the write finish and is raised at
     the next check; a second signal raises at once. Before, an interrupted SQLite commit
     left the store locked, the run could not be marked KILLED, and the exit status was 1."""
-    code = ("import os, signal, time\n"
-            "from wsolbench import interrupt\n"
-            "interrupt.install()\n"
-            "with interrupt.deferred():\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    time.sleep(0.2)\n"
-            "    print('write finished')\n"
-            "try:\n"
-            "    interrupt.check()\n"
-            "except KeyboardInterrupt:\n"
-            "    print('stopped at the check')\n"
-            "try:\n"
-            "    with interrupt.deferred():\n"
-            "        os.kill(os.getpid(), signal.SIGTERM)\n"
-            "        time.sleep(5)\n"
-            "        print('not reached')\n"
-            "except KeyboardInterrupt:\n"
-            "    print('second signal stops at once')\n")
+    lines = _interrupt_script("""
+        with interrupt.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            print('write finished')
+        try:
+            interrupt.check()
+        except KeyboardInterrupt:
+            print('stopped at the check')
+        try:
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                print('not reached')
+        except KeyboardInterrupt:
+            print('second signal stops at once')
+        """)
+    assert lines[:3] == ["write finished", "stopped at the check",
+                         "second signal stops at once"]
+
+
+def _interrupt_script(body: str) -> list[str]:
+    """stdout lines of `body` run in a fresh Python with wsolbench's stop handlers."""
+    import textwrap
+
+    code = ("import os, signal, time\nfrom wsolbench import interrupt\ninterrupt.install()\n"
+            + textwrap.dedent(body))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
-    assert done.stdout.split("\n")[:3] == ["write finished", "stopped at the check",
-                                           "second signal stops at once"], done.stderr
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")
 
 
 def test_prediction_stops_at_the_next_batch_after_a_swallowed_interrupt(monkeypatch,
