@@ -83,7 +83,7 @@ HEADLINE_COLUMNS = {("paper", "cls_top1"): "top1_cls", ("paper", "top1_loc"): "t
 def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the summary table printed after a run: the method, then each baseline."""
     rows: dict[str, dict[str, Any]] = {}
-    for n in read_numbers(results, "results"):
+    for n in read_numbers(results, f"{results.get('run_dir', 'the run')}/results.json"):
         column = HEADLINE_COLUMNS.get((n.protocol, n.metric))
         if column:
             name = f"baseline: {n.baseline}" if n.baseline else results["method"]
