@@ -25,8 +25,8 @@ def check_timm_name(name: str, key: str, own: tuple[str, ...] = ()) -> None:
 
 
 # wsolbench's own small ViTs for 64-px synthetic data (width 128, depth 6, 4 heads), by
-# patch size: patch 8 gives an 8x8 token grid at 64 px; patch 4 gives 16x16, about the
-# tokens per object of a DeiT on CUB (docs/benchmark.md, "token grid").
+# patch size: patch 8 gives an 8x8 token grid at 64 px (an object spans about 3x3 tokens);
+# patch 4 gives 16x16 (docs/benchmark.md, rows 12-13).
 SYNTH_VITS = {"vit_synth": 8, "vit_synth_p4": 4}
 
 
