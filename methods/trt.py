@@ -202,6 +202,12 @@ class TRT(WSOLMethod):
         """TPSM logits p^t: the classification output in both stages."""
         return self._run(images, with_cam=False)["logits"]
 
+    @torch.no_grad()
+    def token_selection(self, images: torch.Tensor) -> torch.Tensor:
+        """bool `[B, n]`: the patch tokens step 2 keeps for `images`. How many the threshold
+        keeps depends on the token grid (benchmarks/trt_selection.py reports it)."""
+        return self._run(images, with_cam=False)["keep"]
+
     def default_feature_layer(self) -> FeatureLayer:
         """Block L-1's output: the last patch grid on the path to the TPSM logits (block L
         sees only the class token and the fused token)."""

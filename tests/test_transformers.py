@@ -136,6 +136,21 @@ def test_trt_preliminary_attention_sums_to_one_and_selection_is_used():
     torch.testing.assert_close(r["lam"].sum(1), torch.ones(3), atol=1e-4, rtol=0)
 
 
+def test_trt_token_selection_keeps_the_tokens_of_the_hand_computed_attention():
+    """token_selection (what benchmarks/trt_selection.py counts) = the threshold rule on m
+    recomputed by hand: class-token rows of the first L-1 blocks, head mean, sum, L1."""
+    model = tiny(TRT, TRTConfig, thresh=0.6)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        rows = [a[:, :, 0, 1:].mean(1) for a in manual_attentions(model.vit, images)[:-1]]
+    m = torch.stack(rows).sum(0)
+    m = m / m.sum(1, keepdim=True)
+    keep = model.token_selection(images)
+    assert keep.shape == (3, 16) and keep.dtype == torch.bool
+    assert torch.equal(keep, select_tokens(m, 0.6))
+    assert ((m * keep).sum(1) < 0.6).all()
+
+
 def test_trt_stage_two_trains_only_the_cam_branch():
     model = tiny(TRT, TRTConfig)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -168,3 +183,28 @@ def test_deit_weights_round_trip_and_init_copies_the_last_block(tmp_path):
     torch.testing.assert_close(target.score_layer.attn.qkv.weight,
                                source.vit.blocks[last].attn.qkv.weight)
     torch.testing.assert_close(target.cam_norm.weight, source.vit.norm.weight)
+
+
+def test_token_centres_in_boxes_by_hand():
+    """benchmarks/trt_selection.py's on-object test. 4x4 grid on a 64x32 (W x H) image:
+    token centres at x = 8, 24, 40, 56 and y = 4, 12, 20, 28. Box A (0, 0, 15, 7) covers
+    [0, 16) x [0, 8): token (0, 0) only; box B (40, 20, 40, 20) covers [40, 41) x [20, 21):
+    token (2, 2) (centre (40, 20)); the second image has no box at all."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    from wsolbench.data.records import Record
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trt_selection.py"
+    spec = importlib.util.spec_from_file_location("trt_selection", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    boxes = np.array([[0, 0, 15, 7], [40, 20, 40, 20]], dtype=np.int64)
+    records = [Record("a.png", Path("a.png"), 0, (64, 32), boxes),
+               Record("b.png", Path("b.png"), 0, (64, 32), np.zeros((0, 4), np.int64))]
+    inside = script.tokens_in_boxes(records, (4, 4))
+    expected = np.zeros((2, 16), bool)
+    expected[0, [0 * 4 + 0, 2 * 4 + 2]] = True
+    assert np.array_equal(inside, expected)

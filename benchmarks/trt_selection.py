@@ -1,0 +1,110 @@
+"""How many patch tokens TRT's token selection keeps, for trained runs (docs/benchmark.md).
+
+TRT keeps the highest-attention tokens whose cumulative attention mass stays below its
+threshold (0.6, the paper's CUB value; methods/trt.py step 2). How many that is depends on
+the token grid: on a coarse grid a handful of tokens can hold 60 % of the mass. This is a
+property of the method on a given grid, to be reported, not tuned.
+
+    python benchmarks/trt_selection.py RESULTS/runs/synth-cub/trt/*/*/checkpoint.pt \
+        [--results-dir results] [--markdown OUT.md]
+
+For each checkpoint: the test split of the dataset its run was trained on (rebuilt from the
+run's `config.json`), the grid size n, the kept count per image (mean, median, 10th and 90th
+percentiles, kept share of the grid, images with an empty selection), and where the kept
+tokens lie: `on_object_%` is the mean share of an image's kept tokens whose centre falls in
+a ground-truth box, `object_tokens_%` the mean share of all grid tokens that do (what a
+selection blind to the image would score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+
+def run_test_records(run_dir: Path, results_dir: Path):
+    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on."""
+    from wsolbench.registry import get_plugin
+
+    resolved = json.loads((run_dir / "config.json").read_text())
+    plugin = get_plugin("datasets", resolved["dataset"])
+    info = resolved.get("dataset_info", {}).get("synth")
+    if info is None:
+        raise SystemExit(f"{run_dir}/config.json: not a synthetic run; give a synth run")
+    fields = {f.name for f in dataclasses.fields(plugin.config_class)}
+    config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in info.items() if k in fields})
+    data = plugin.load(results_dir / "data", config=config)
+    return data.test, data.num_classes
+
+
+def tokens_in_boxes(records, grid: tuple[int, int]) -> np.ndarray:
+    """bool `[N, h*w]`: whether each token's centre lies in one of its image's GT boxes.
+    The test transform is a square resize, so token (i, j) of an h x w grid is centred at
+    ((j + 0.5) W / w, (i + 0.5) H / h) in original pixels; boxes are inclusive pixel
+    corners, i.e. they cover [x0, x1 + 1) x [y0, y1 + 1)."""
+    h, w = grid
+    rows, cols = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    inside = []
+    for record in records:
+        width, height = record.size
+        cx, cy = (cols.ravel() * width / w)[:, None], (rows.ravel() * height / h)[:, None]
+        x0, y0, x1, y1 = (record.boxes.T[k][None, :] for k in range(4))
+        inside.append(((cx >= x0) & (cx < x1 + 1) & (cy >= y0) & (cy < y1 + 1)).any(axis=1))
+    return np.stack(inside)
+
+
+def selection_stats(checkpoint: Path, results_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`(keep, on_object)`: bool `[N, n]` kept tokens of every test image, and bool
+    `[N, n]` tokens whose centre lies in a GT box."""
+    from wsolbench.data.torch_dataset import RecordDataset, build_transform
+    from wsolbench.runner import load_trained
+
+    records, num_classes = run_test_records(checkpoint.parent, results_dir)
+    method, _ = load_trained(checkpoint, num_classes)
+    if not hasattr(method, "token_selection"):
+        raise SystemExit(f"{checkpoint}: a {type(method).__name__} checkpoint, not TRT")
+    cfg = method.config
+    loader = DataLoader(RecordDataset(records, build_transform(
+        False, cfg.image_size, cfg.resize_size, cfg.mean, cfg.std)), batch_size=128)
+    method.eval()
+    keep = torch.cat([method.token_selection(images) for images, _, _ in loader]).numpy()
+    grid = method.vit.patch_embed.dynamic_feat_size((cfg.image_size, cfg.image_size))
+    return keep, tokens_in_boxes(records, tuple(grid))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+    rows = []
+    for checkpoint in args.checkpoints:
+        keep, on_object = selection_stats(checkpoint, args.results_dir)
+        n, kept = keep.shape[1], keep.sum(axis=1)
+        kept_on_object = (keep & on_object).sum(axis=1) / np.maximum(kept, 1)
+        resolved = json.loads((checkpoint.parent / "config.json").read_text())
+        rows.append({"dataset": resolved["dataset"], "model": resolved["config"]["model"],
+                     "seed": resolved["seed"], "thresh": resolved["config"]["thresh"],
+                     "tokens": n, "kept_mean": kept.mean(), "kept_median": np.median(kept),
+                     "kept_p10": np.percentile(kept, 10), "kept_p90": np.percentile(kept, 90),
+                     "kept_share_%": 100 * kept.mean() / n,
+                     "empty_%": 100 * (kept == 0).mean(),
+                     "on_object_%": 100 * kept_on_object[kept > 0].mean(),
+                     "object_tokens_%": 100 * on_object.mean(), "images": len(kept)})
+    table = pd.DataFrame(rows).sort_values(["dataset", "model", "seed"])
+    print(table.to_string(index=False, float_format="%.1f"))
+    if args.markdown:
+        args.markdown.write_text(table.to_markdown(index=False, floatfmt=".1f") + "\n")
+
+
+if __name__ == "__main__":
+    main()
