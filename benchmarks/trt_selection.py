@@ -6,7 +6,7 @@ the token grid: on a coarse grid a handful of tokens can hold 60 % of the mass. 
 property of the method on a given grid, to be reported, not tuned.
 
     python benchmarks/trt_selection.py RESULTS/runs/synth-cub/trt/*/*/checkpoint.pt \
-        [--results-dir results] [--markdown OUT.md]
+        [--data-root RESULTS/data] [--markdown OUT.md]
 
 For each checkpoint: the test split of the dataset its run was trained on (rebuilt from the
 run's `config.json`), the grid size n, the kept count per image (mean, median, 10th and 90th
@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def run_test_records(run_dir: Path, results_dir: Path):
-    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on."""
+def run_test_records(run_dir: Path, data_root: Path):
+    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on
+    (synth data is regenerated under `data_root` if it is not there)."""
     from wsolbench.registry import get_plugin
 
     resolved = json.loads((run_dir / "config.json").read_text())
@@ -41,7 +42,7 @@ def run_test_records(run_dir: Path, results_dir: Path):
     fields = {f.name for f in dataclasses.fields(plugin.config_class)}
     config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in info.items() if k in fields})
-    data = plugin.load(results_dir / "data", config=config)
+    data = plugin.load(data_root, config=config)
     return data.test, data.num_classes
 
 
@@ -61,13 +62,13 @@ def tokens_in_boxes(records, grid: tuple[int, int]) -> np.ndarray:
     return np.stack(inside)
 
 
-def selection_stats(checkpoint: Path, results_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def selection_stats(checkpoint: Path, data_root: Path) -> tuple[np.ndarray, np.ndarray]:
     """`(keep, on_object)`: bool `[N, n]` kept tokens of every test image, and bool
     `[N, n]` tokens whose centre lies in a GT box."""
     from wsolbench.data.torch_dataset import RecordDataset, build_transform
     from wsolbench.runner import load_trained
 
-    records, num_classes = run_test_records(checkpoint.parent, results_dir)
+    records, num_classes = run_test_records(checkpoint.parent, data_root)
     method, _ = load_trained(checkpoint, num_classes)
     if not hasattr(method, "token_selection"):
         raise SystemExit(f"{checkpoint}: a {type(method).__name__} checkpoint, not TRT")
@@ -83,12 +84,13 @@ def selection_stats(checkpoint: Path, results_dir: Path) -> tuple[np.ndarray, np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--data-root", type=Path, default=Path("results/data"),
+                        help="where the synth data lives (the workflow's RESULTS/data)")
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     rows = []
     for checkpoint in args.checkpoints:
-        keep, on_object = selection_stats(checkpoint, args.results_dir)
+        keep, on_object = selection_stats(checkpoint, args.data_root)
         n, kept = keep.shape[1], keep.sum(axis=1)
         kept_on_object = (keep & on_object).sum(axis=1) / np.maximum(kept, 1)
         resolved = json.loads((checkpoint.parent / "config.json").read_text())

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,17 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
     for column, value in expected.items():
         assert per_image[column].mean() * 100 == pytest.approx(value, abs=1e-9), column
     assert (per_image["error_category"] == "correct").sum() == per_image["top1_loc_paper"].sum()
+    if name == "trt":  # benchmarks/trt_selection.py reads the run folder as it is
+        out = tmp_path / "selection.md"
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "trt_selection.py"
+        subprocess.run([sys.executable, str(script),
+                        str(run_dir / "checkpoint.pt"), "--data-root", str(tiny_synth_dir),
+                        "--markdown", str(out)], check=True, capture_output=True)
+        lines = out.read_text().splitlines()
+        header, row = ([c.strip() for c in lines[i].strip("|").split("|")] for i in (0, 2))
+        got = dict(zip(header, row))
+        assert (got["dataset"], got["tokens"], got["images"]) == ("synth-cub", "16", "12")
+        assert 0 <= float(got["kept_mean"]) < 16 and 0 <= float(got["on_object_%"]) <= 100
 
 
 def test_eval_every_checks_the_heldout_split_during_training(tmp_path, tiny_synth_dir):
