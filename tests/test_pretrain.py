@@ -205,3 +205,48 @@ def test_the_shipped_weights_match_their_manifests():
         for name in {"vit_synth": ("tscam", "trt"), "smallcnn": ("cam",)}[manifest["backbone"]]:
             cls = get_plugin("methods", name)
             cls(cls.presets["synth"], 10).load_pretrained(state)
+
+
+def test_a_pretraining_stage_continues_from_earlier_weights_at_another_resolution(tmp_path):
+    """init_from: the second stage starts from the first stage's weights (position grid
+    resampled by timm from 4x4 to 6x6 tokens), and its manifest names them."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthPretrainConfig, SynthPretrainDataset
+    from wsolbench.pretrain import (
+        PretrainConfig,
+        build_classifier,
+        load_earlier_pretraining,
+        pretrain,
+    )
+
+    first = tmp_path / "first.safetensors"
+    stage_one = _pretrain(first, tmp_path)
+    cfg = apply_overrides(PretrainConfig(), {**TINY_RECIPE, "image_size": "48",
+                                             "resize_size": "52", "init_from": str(first)})
+    model = build_classifier(cfg, 4)
+    assert load_earlier_pretraining(model, cfg) == {"file": str(first),
+                                                    "sha256": stage_one["sha256"]}
+    before = load_file(str(first))
+    torch.testing.assert_close(model.state_dict()["blocks.3.mlp.fc1.weight"],
+                               before["blocks.3.mlp.fc1.weight"])
+    assert before["pos_embed"].shape[1] == 1 + 16 and model.pos_embed.shape[1] == 1 + 36
+
+    corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
+        SynthPretrainConfig(), TINY_CORPUS))
+    manifest = pretrain(dataclasses.replace(cfg, epochs=1), corpus,
+                        tmp_path / "second.safetensors", threads=1)
+    assert manifest["init_from"]["sha256"] == stage_one["sha256"]
+    assert manifest["recipe"]["init_from"] == str(first)
+
+    for bad, message in ((dataclasses.replace(cfg, init_from=str(tmp_path / "none")),
+                          "no such file"),
+                         (dataclasses.replace(cfg, backbone="vit_synth_p4"),
+                          "holds a 'vit_synth' backbone, not 'vit_synth_p4'")):
+        with pytest.raises(WsolbenchError, match=message):
+            load_earlier_pretraining(build_classifier(bad, 4), bad)
+    with pytest.raises(WsolbenchError, match="does not fit this backbone"):
+        load_earlier_pretraining(build_classifier(cfg, 7), cfg)  # another class count

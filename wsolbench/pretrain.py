@@ -52,6 +52,9 @@ class PretrainConfig:
     image_size: int = 64
     resize_size: int = 72
     seed: int = 0
+    # Weights an earlier `wsolbench pretrain` of the same backbone wrote: this pretraining
+    # continues from them (e.g. a stage at a higher resolution; docs/benchmark.md row 21).
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -80,6 +83,35 @@ def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     vit = build_vit(cfg.backbone, cfg.image_size, cfg.drop_path)
     vit.reset_classifier(num_classes)
     return vit
+
+
+def load_earlier_pretraining(model: nn.Module, cfg: PretrainConfig) -> dict[str, str]:
+    """Load `cfg.init_from` (checked against its manifest) into `model`. For a ViT, timm
+    resamples the position embeddings to this stage's token grid, as DeiT's 224 -> 384
+    fine-tuning does; nothing else may differ. Returns the file and its SHA-256."""
+    from safetensors.torch import load_file
+
+    from wsolbench.weights import read_manifest
+
+    path = Path(cfg.init_from)
+    if not path.is_file():
+        raise WsolbenchError(f"pretrain: init_from={cfg.init_from!r}: no such file")
+    manifest = read_manifest(path)
+    if manifest.get("backbone") != cfg.backbone:
+        raise WsolbenchError(f"pretrain: init_from={path} holds a {manifest.get('backbone')!r} "
+                             f"backbone, not {cfg.backbone!r}")
+    state = load_file(str(path))
+    if cfg.backbone in SYNTH_VITS:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(state, model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # another class count, or a file of another architecture
+        first = str(err).strip().splitlines()[-1].strip()
+        raise WsolbenchError(f"pretrain: init_from={path} does not fit this backbone: "
+                             f"{first}") from None
+    return {"file": str(path), "sha256": manifest["sha256"]}
 
 
 def _accuracy(model: nn.Module, loader) -> float:
@@ -112,6 +144,7 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     set_deterministic()
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg, data.num_classes)
+    init_from = load_earlier_pretraining(model, cfg) if cfg.init_from else None
     train_set = RecordDataset(data.train, build_transform(
         True, cfg.image_size, cfg.resize_size, IMAGENET_MEAN, IMAGENET_STD))
     test_set = RecordDataset(data.test, build_transform(
@@ -178,7 +211,8 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     atomic_save(out, lambda p: save_file(weights, str(p)))
     manifest = {"file": out.name, "sha256": sha256_file(out), "backbone": cfg.backbone,
                 "key_names": "timm" if cfg.backbone.startswith("vit") else "wsolbench (CAM)",
-                "recipe": recipe, "corpus": data.info, "corpus_name": data.name,
+                "recipe": recipe, "init_from": init_from,
+                "corpus": data.info, "corpus_name": data.name,
                 "train_images": len(data.train), "test_images": len(data.test),
                 "test_acc": history[-1].get("test_acc"),
                 "train_acc": history[-1]["train_acc"], "seconds": spent,
