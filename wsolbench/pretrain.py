@@ -53,7 +53,7 @@ class PretrainConfig:
     resize_size: int = 72
     seed: int = 0
     # Weights an earlier `wsolbench pretrain` of the same backbone wrote: this pretraining
-    # continues from them (e.g. a stage at a higher resolution; docs/benchmark.md row 21).
+    # continues from them (e.g. a stage at a higher resolution; docs/benchmark.md row 22).
     init_from: str = ""
 
     def __post_init__(self) -> None:
