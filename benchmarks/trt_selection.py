@@ -1,9 +1,10 @@
 """How many patch tokens TRT's token selection keeps, for trained runs (docs/benchmark.md).
 
 TRT keeps the highest-attention tokens whose cumulative attention mass stays below its
-threshold (0.6, the paper's CUB value; methods/trt.py step 2). How many that is depends on
-the token grid: on a coarse grid a handful of tokens can hold 60 % of the mass. This is a
-property of the method on a given grid, to be reported, not tuned.
+threshold (0.6, the paper's CUB value; methods/trt.py step 2). How many that is, and how
+many of them lie on the object, depends on the trained attention and on the token grid: a
+property of the method on given data, to be reported, not tuned (docs/benchmark.md, rows
+16, 18 and 21).
 
     python benchmarks/trt_selection.py RESULTS/runs/synth-cub/trt/*/*/checkpoint.pt \
         [--data-root RESULTS/data] [--markdown OUT.md]
