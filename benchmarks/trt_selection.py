@@ -9,8 +9,8 @@ property of the method on given data, to be reported, not tuned (docs/benchmark.
     python benchmarks/trt_selection.py RESULTS/runs/synth-cub/trt/*/*/checkpoint.pt \
         [--data-root RESULTS/data] [--markdown OUT.md]
 
-For each checkpoint: the test split of the dataset its run was trained on (rebuilt from the
-run's `config.json`), the grid size n, the kept count per image (mean, median, 10th and 90th
+For each checkpoint: the test split of the dataset its run was trained on (synth: rebuilt
+from the run's `config.json`; CUB/ILSVRC: read from `--data-root`), the grid size n, the kept count per image (mean, median, 10th and 90th
 percentiles, kept share of the grid, images with an empty selection), and where the kept
 tokens lie: `on_object_%` is the mean share of an image's kept tokens whose centre falls in
 a ground-truth box, `object_tokens_%` the mean share of all grid tokens that do (what a
@@ -31,19 +31,21 @@ from torch.utils.data import DataLoader
 
 
 def run_test_records(run_dir: Path, data_root: Path):
-    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on
-    (synth data is regenerated under `data_root` if it is not there)."""
+    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on:
+    synth data from the generator config the run recorded (regenerated under `data_root`
+    if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
     from wsolbench.registry import get_plugin
 
     resolved = json.loads((run_dir / "config.json").read_text())
     plugin = get_plugin("datasets", resolved["dataset"])
-    info = resolved.get("dataset_info", {}).get("synth")
+    info = (resolved.get("dataset_info") or {}).get("synth")
     if info is None:
-        raise SystemExit(f"{run_dir}/config.json: not a synthetic run; give a synth run")
-    fields = {f.name for f in dataclasses.fields(plugin.config_class)}
-    config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in info.items() if k in fields})
-    data = plugin.load(data_root, config=config)
+        data = plugin.load(data_root)
+    else:
+        fields = {f.name for f in dataclasses.fields(plugin.config_class)}
+        config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in info.items() if k in fields})
+        data = plugin.load(data_root, config=config)
     return data.test, data.num_classes
 
 
@@ -86,7 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data-root", type=Path, default=Path("results/data"),
-                        help="where the synth data lives (the workflow's RESULTS/data)")
+                        help="synth: where the generated data lives (the workflow's "
+                             "RESULTS/data); cub/ilsvrc: the dataset root the run read")
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     rows = []

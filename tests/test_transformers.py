@@ -185,22 +185,30 @@ def test_deit_weights_round_trip_and_init_copies_the_last_block(tmp_path):
     torch.testing.assert_close(target.cam_norm.weight, source.vit.norm.weight)
 
 
+def _trt_selection_script():
+    """benchmarks/trt_selection.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trt_selection.py"
+    spec = importlib.util.spec_from_file_location("trt_selection", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_token_centres_in_boxes_by_hand():
     """benchmarks/trt_selection.py's on-object test. 4x4 grid on a 64x32 (W x H) image:
     token centres at x = 8, 24, 40, 56 and y = 4, 12, 20, 28. Box A (0, 0, 15, 7) covers
     [0, 16) x [0, 8): token (0, 0) only; box B (40, 20, 40, 20) covers [40, 41) x [20, 21):
     token (2, 2) (centre (40, 20)); the second image has no box at all."""
-    import importlib.util
     from pathlib import Path
 
     import numpy as np
 
     from wsolbench.data.records import Record
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trt_selection.py"
-    spec = importlib.util.spec_from_file_location("trt_selection", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _trt_selection_script()
     boxes = np.array([[0, 0, 15, 7], [40, 20, 40, 20]], dtype=np.int64)
     records = [Record("a.png", Path("a.png"), 0, (64, 32), boxes),
                Record("b.png", Path("b.png"), 0, (64, 32), np.zeros((0, 4), np.int64))]
@@ -208,3 +216,22 @@ def test_token_centres_in_boxes_by_hand():
     expected = np.zeros((2, 16), bool)
     expected[0, [0 * 4 + 0, 2 * 4 + 2]] = True
     assert np.array_equal(inside, expected)
+
+
+def test_trt_selection_reads_a_real_data_run_from_its_data_root(tmp_path, cub_root):
+    """A CUB run records no generator config: its test split is read from --data-root."""
+    import json
+
+    import numpy as np
+
+    from wsolbench.data.cub import CUBDataset
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(
+        {"dataset": "cub", "dataset_info": {"root": str(cub_root)}}))
+    records, num_classes = _trt_selection_script().run_test_records(run_dir, cub_root)
+    expected = CUBDataset.load(cub_root)
+    assert num_classes == expected.num_classes == 2
+    assert [r.image_id for r in records] == [r.image_id for r in expected.test]
+    assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(records, expected.test))
