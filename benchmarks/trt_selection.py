@@ -30,13 +30,12 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def run_test_records(run_dir: Path, data_root: Path):
-    """`(records, num_classes)` of the test split the run in `run_dir` was evaluated on:
-    synth data from the generator config the run recorded (regenerated under `data_root`
-    if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
+def run_test_records(resolved: dict, data_root: Path):
+    """`(records, num_classes)` of the test split a run (its `config.json`, `resolved`) was
+    evaluated on: synth data from the generator config the run recorded (regenerated under
+    `data_root` if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
     from wsolbench.registry import get_plugin
 
-    resolved = json.loads((run_dir / "config.json").read_text())
     plugin = get_plugin("datasets", resolved["dataset"])
     info = (resolved.get("dataset_info") or {}).get("synth")
     if info is None:
@@ -65,13 +64,14 @@ def tokens_in_boxes(records, grid: tuple[int, int]) -> np.ndarray:
     return np.stack(inside)
 
 
-def selection_stats(checkpoint: Path, data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """`(keep, on_object)`: bool `[N, n]` kept tokens of every test image, and bool
     `[N, n]` tokens whose centre lies in a GT box."""
     from wsolbench.data.torch_dataset import RecordDataset, build_transform
     from wsolbench.runner import load_trained
 
-    records, num_classes = run_test_records(checkpoint.parent, data_root)
+    records, num_classes = run_test_records(resolved, data_root)
     method, _ = load_trained(checkpoint, num_classes)
     if not hasattr(method, "token_selection"):
         raise SystemExit(f"{checkpoint}: a {type(method).__name__} checkpoint, not TRT")
@@ -94,10 +94,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for checkpoint in args.checkpoints:
-        keep, on_object = selection_stats(checkpoint, args.data_root)
+        resolved = json.loads((checkpoint.parent / "config.json").read_text())
+        keep, on_object = selection_stats(checkpoint, resolved, args.data_root)
         n, kept = keep.shape[1], keep.sum(axis=1)
         kept_on_object = (keep & on_object).sum(axis=1) / np.maximum(kept, 1)
-        resolved = json.loads((checkpoint.parent / "config.json").read_text())
         rows.append({"dataset": resolved["dataset"], "model": resolved["config"]["model"],
                      "seed": resolved["seed"], "thresh": resolved["config"]["thresh"],
                      "tokens": n, "kept_mean": kept.mean(), "kept_median": np.median(kept),

@@ -219,18 +219,14 @@ def test_token_centres_in_boxes_by_hand():
 
 
 def test_trt_selection_reads_a_real_data_run_from_its_data_root(tmp_path, cub_root):
-    """A CUB run records no generator config: its test split is read from --data-root."""
-    import json
-
+    """A CUB run records no generator config (its `dataset_info` is empty, as the runner
+    writes it for real data): its test split is read from --data-root."""
     import numpy as np
 
     from wsolbench.data.cub import CUBDataset
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps(
-        {"dataset": "cub", "dataset_info": {"root": str(cub_root)}}))
-    records, num_classes = _trt_selection_script().run_test_records(run_dir, cub_root)
+    resolved = {"dataset": "cub", "dataset_info": {}}
+    records, num_classes = _trt_selection_script().run_test_records(resolved, cub_root)
     expected = CUBDataset.load(cub_root)
     assert num_classes == expected.num_classes == 2
     assert [r.image_id for r in records] == [r.image_id for r in expected.test]
