@@ -250,3 +250,85 @@ def test_a_pretraining_stage_continues_from_earlier_weights_at_another_resolutio
             load_earlier_pretraining(build_classifier(bad, 4), bad)
     with pytest.raises(WsolbenchError, match="does not fit this backbone"):
         load_earlier_pretraining(build_classifier(cfg, 7), cfg)  # another class count
+
+
+def test_token_targets_are_the_teachers_location_scores_averaged_over_each_patch():
+    """Token labeling's targets, recomputed another way: the classifier as a 1x1
+    convolution over the teacher's feature map, average-pooled over each token's patch."""
+    from torch.nn import functional as F
+
+    from wsolbench.pretrain import PretrainConfig, build_classifier, teacher_token_targets
+
+    torch.manual_seed(0)
+    teacher = build_classifier(PretrainConfig(backbone="smallcnn", image_size=32,
+                                              resize_size=36), 5).eval()
+    images = torch.randn(3, 3, 32, 32)
+    features = teacher.features(images)  # [3, C, 16, 16]: the smallcnn halves once
+    scores = F.conv2d(features, teacher.fc.weight[:, :, None, None], teacher.fc.bias)
+    per_patch = F.avg_pool2d(scores, kernel_size=4)  # 16x16 locations -> 4x4 tokens
+    expected = torch.stack([per_patch[:, :, i, j].softmax(dim=1)
+                            for i in range(4) for j in range(4)], dim=1)
+    targets = teacher_token_targets(teacher, images, (4, 4))
+    assert targets.shape == (3, 16, 5)
+    torch.testing.assert_close(targets, expected)
+    torch.testing.assert_close(targets.sum(-1), torch.ones(3, 16))
+
+
+def test_token_labeling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_path):
+    """token_teacher: the ViT's patch tokens also learn the CNN teacher's scores; the token
+    head is not shipped, the manifest names the teacher, and with weight 0 the weights are
+    bit for bit the plain pretraining's (the token head draws from a forked RNG)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthPretrainConfig, SynthPretrainDataset
+    from wsolbench.pretrain import PretrainConfig, pretrain
+    from wsolbench.registry import get_plugin
+
+    teacher = _pretrain(tmp_path / "cnn.safetensors", tmp_path, backbone="smallcnn")
+    _pretrain(tmp_path / "plain.safetensors", tmp_path)
+    corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
+        SynthPretrainConfig(), TINY_CORPUS))
+    cfg = apply_overrides(PretrainConfig(), {**TINY_RECIPE,
+                                             "token_teacher": str(tmp_path / "cnn.safetensors")})
+    labeled = pretrain(cfg, corpus, tmp_path / "labeled.safetensors", threads=1)
+    assert labeled["token_teacher"] == {"file": str(tmp_path / "cnn.safetensors"),
+                                        "sha256": teacher["sha256"]}
+    plain_weights = load_file(str(tmp_path / "plain.safetensors"))
+    labeled_weights = load_file(str(tmp_path / "labeled.safetensors"))
+    assert labeled_weights.keys() == plain_weights.keys()  # timm keys, no token head
+    assert not torch.equal(labeled_weights["blocks.0.attn.qkv.weight"],
+                           plain_weights["blocks.0.attn.qkv.weight"])
+    tscam = get_plugin("methods", "tscam")
+    tscam(tscam.presets["synth"], 10).load_pretrained(labeled_weights)
+
+    pretrain(dataclasses.replace(cfg, token_loss_weight=0.0), corpus,
+             tmp_path / "weight0.safetensors", threads=1)
+    weight0 = load_file(str(tmp_path / "weight0.safetensors"))
+    for key, value in plain_weights.items():
+        assert torch.equal(weight0[key], value), key
+
+
+def test_a_token_teacher_must_be_a_cnn_of_the_same_corpus(tmp_path):
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthPretrainConfig, SynthPretrainDataset
+    from wsolbench.pretrain import PretrainConfig, load_token_teacher
+
+    _pretrain(tmp_path / "cnn.safetensors", tmp_path, backbone="smallcnn")
+    _pretrain(tmp_path / "vit.safetensors", tmp_path)
+    corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
+        SynthPretrainConfig(), TINY_CORPUS))
+    other = {"synth": dict(corpus.info["synth"], seed=corpus.info["synth"]["seed"] + 1)}
+    cases = (("vit.safetensors", corpus.info, "holds a 'vit_synth' backbone, not 'smallcnn'"),
+             ("cnn.safetensors", other, "pretrained on another corpus"),
+             ("none.safetensors", corpus.info, "no such file"),
+             ("synth-nothing", corpus.info, "no shipped weights of that name"))
+    for name, info, message in cases:
+        teacher = name if name.startswith("synth-") else str(tmp_path / name)
+        cfg = PretrainConfig(token_teacher=teacher)
+        with pytest.raises(WsolbenchError, match=message):
+            load_token_teacher(cfg, info, 4)
+    with pytest.raises(WsolbenchError, match="'smallcnn' has none"):
+        PretrainConfig(backbone="smallcnn", token_teacher="synth-smallcnn")

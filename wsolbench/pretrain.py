@@ -13,6 +13,7 @@ accuracy, cost, SHA-256), written atomically; an interrupted pretraining resumes
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ class PretrainConfig:
     # Weights an earlier `wsolbench pretrain` of the same backbone wrote: this pretraining
     # continues from them (e.g. a stage at a higher resolution; docs/benchmark.md row 22).
     init_from: str = ""
+    # Token labeling (ViTs only; docs/benchmark.md, "token labeling"): every patch token also
+    # learns the class scores a CNN pretrained on the same corpus gives its location. The
+    # teacher is a `wsolbench pretrain --backbone smallcnn` output: a shipped name
+    # (`synth-smallcnn`) or a file. `token_loss_weight` is LV-ViT's beta.
+    token_teacher: str = ""
+    token_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -67,6 +74,11 @@ class PretrainConfig:
             raise WsolbenchError("pretrain: lr must be > 0 and label_smoothing in [0, 1)")
         if self.resize_size < self.image_size:
             raise WsolbenchError("pretrain: resize_size must be >= image_size")
+        if self.token_teacher and self.backbone not in SYNTH_VITS:
+            raise WsolbenchError(f"pretrain: token_teacher labels a ViT's patch tokens; "
+                                 f"{self.backbone!r} has none")
+        if self.token_loss_weight < 0:
+            raise WsolbenchError("pretrain: token_loss_weight must be >= 0")
 
 
 def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
@@ -83,6 +95,73 @@ def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     vit = build_vit(cfg.backbone, cfg.image_size, cfg.drop_path)
     vit.reset_classifier(num_classes)
     return vit
+
+
+class TokenLabeledViT(nn.Module):
+    """A timm ViT plus a linear head on every patch token (LV-ViT's token labeling). Only
+    `vit` is shipped: the token head exists for the pretraining loss."""
+
+    def __init__(self, vit: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.vit = vit
+        self.token_head = nn.Linear(vit.embed_dim, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        """The ViT's exemptions (position embedding, class token), so that timm's optimizer
+        groups are those of the plain pretraining."""
+        return {f"vit.{name}" for name in self.vit.no_weight_decay()}
+
+    def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-token logits `[B, K]` and patch-token logits `[B, n, K]`."""
+        features = self.vit.forward_features(images)
+        tokens = features[:, self.vit.num_prefix_tokens:]
+        return self.vit.forward_head(features), self.token_head(tokens)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_tokens(images)[0]
+
+
+def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_classes: int
+                       ) -> tuple[nn.Module, dict[str, str]]:
+    """The frozen CNN `cfg.token_teacher` names (a shipped name or a file), checked against
+    its manifest: a smallcnn pretrained on this very corpus, so its classes are these."""
+    from safetensors.torch import load_file
+
+    from wsolbench.weights import read_manifest, shipped_weights
+
+    path = Path(cfg.token_teacher)
+    if not path.is_file():
+        if path.suffix or len(path.parts) > 1:
+            raise WsolbenchError(f"pretrain: token_teacher={cfg.token_teacher!r}: no such file")
+        path = shipped_weights(cfg.token_teacher)
+    manifest = read_manifest(path)
+    if manifest.get("backbone") != "smallcnn":
+        raise WsolbenchError(f"pretrain: token_teacher={path} holds a "
+                             f"{manifest.get('backbone')!r} backbone, not 'smallcnn'")
+    if manifest.get("corpus") != json.loads(json.dumps(corpus_info)):  # tuples as JSON lists
+        raise WsolbenchError(f"pretrain: token_teacher={path} was pretrained on another "
+                             "corpus; its classes are not this corpus's")
+    teacher = build_classifier(dataclasses.replace(cfg, backbone="smallcnn", token_teacher=""),
+                               num_classes)
+    missing, unexpected = teacher.load_state_dict(load_file(str(path)), strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # never shipped
+    if missing or unexpected:
+        raise WsolbenchError(f"pretrain: token_teacher={path} does not fit the smallcnn: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    teacher.eval().requires_grad_(False)
+    return teacher, {"file": str(path), "sha256": manifest["sha256"]}
+
+
+def teacher_token_targets(teacher: nn.Module, images: torch.Tensor, grid: tuple[int, int]
+                          ) -> torch.Tensor:
+    """Soft targets `[B, h*w, K]`: the teacher's per-location class scores (its CAM logits,
+    the classifier applied before pooling) averaged over each token's patch, softmaxed."""
+    with torch.no_grad():
+        features = teacher.features(images)
+        dense = torch.einsum("kc,bchw->bkhw", teacher.fc.weight, features)
+        dense = dense + teacher.fc.bias[None, :, None, None]
+        pooled = nn.functional.adaptive_avg_pool2d(dense, grid)
+        return pooled.flatten(2).transpose(1, 2).softmax(dim=-1)
 
 
 def load_earlier_pretraining(model: nn.Module, cfg: PretrainConfig) -> dict[str, str]:
@@ -145,6 +224,13 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg, data.num_classes)
     init_from = load_earlier_pretraining(model, cfg) if cfg.init_from else None
+    shipped = model  # the module whose weights are written
+    teacher, teacher_info, grid = None, None, None
+    if cfg.token_teacher:
+        with torch.random.fork_rng():  # building the teacher and the token head leaves the
+            teacher, teacher_info = load_token_teacher(cfg, data.info, data.num_classes)
+            model = TokenLabeledViT(shipped, data.num_classes)  # RNG as the plain run's
+        grid = tuple(shipped.patch_embed.dynamic_feat_size((cfg.image_size, cfg.image_size)))
     train_set = RecordDataset(data.train, build_transform(
         True, cfg.image_size, cfg.resize_size, IMAGENET_MEAN, IMAGENET_STD))
     test_set = RecordDataset(data.test, build_transform(
@@ -178,12 +264,19 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        losses, hits, seen = [], 0, 0
+        losses, token_losses, hits, seen = [], [], 0, 0
         for step, (images, labels, _) in enumerate(train_loader):
             check_interrupt()  # a swallowed Ctrl-C or SIGTERM stops here
             scheduler.step_update(epoch * steps + step)
-            logits = model(images)
-            loss = loss_fn(logits, labels)
+            if teacher is None:
+                logits = model(images)
+                loss = loss_fn(logits, labels)
+            else:
+                logits, token_logits = model.forward_with_tokens(images)
+                targets = teacher_token_targets(teacher, images, grid)
+                token_loss = -(targets * token_logits.log_softmax(dim=-1)).sum(-1).mean()
+                loss = loss_fn(logits, labels) + cfg.token_loss_weight * token_loss
+                token_losses.append(token_loss.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -193,12 +286,16 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                "train_acc": 100.0 * hits / seen, "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0}
+        if token_losses:  # the soft cross-entropy to the teacher, before its weight
+            row["token_loss"] = float(np.mean(token_losses))
         if (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
             row["test_acc"] = _accuracy(model, test_loader)
         history.append(row)
         spent += row["seconds"]
-        logger.info("pretrain epoch %d/%d: loss %.4f, train acc %.1f %%%s, %.0f s", epoch + 1,
-                    cfg.epochs, row["loss"], row["train_acc"],
+        logger.info("pretrain epoch %d/%d: loss %.4f%s, train acc %.1f %%%s, %.0f s", epoch + 1,
+                    cfg.epochs, row["loss"],
+                    f" (token {row['token_loss']:.4f})" if "token_loss" in row else "",
+                    row["train_acc"],
                     f", test acc {row['test_acc']:.1f} %" if "test_acc" in row else "",
                     row["seconds"])
         snapshot = {"recipe": recipe, "corpus": data.info, "model": model.state_dict(),
@@ -206,12 +303,12 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
                     "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
                     "history": history, "seconds": spent}
         atomic_save(resume_path, lambda path, state=snapshot: torch.save(state, path))
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()
+    weights = {k: v.contiguous() for k, v in shipped.state_dict().items()
                if not k.endswith("num_batches_tracked")}
     atomic_save(out, lambda p: save_file(weights, str(p)))
     manifest = {"file": out.name, "sha256": sha256_file(out), "backbone": cfg.backbone,
                 "key_names": "timm" if cfg.backbone.startswith("vit") else "wsolbench (CAM)",
-                "recipe": recipe, "init_from": init_from,
+                "recipe": recipe, "init_from": init_from, "token_teacher": teacher_info,
                 "corpus": data.info, "corpus_name": data.name,
                 "train_images": len(data.train), "test_images": len(data.test),
                 "test_acc": history[-1].get("test_acc"),
