@@ -20,7 +20,6 @@ selection blind to the image would score).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -29,39 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-
-def run_test_records(resolved: dict, data_root: Path):
-    """`(records, num_classes)` of the test split a run (its `config.json`, `resolved`) was
-    evaluated on: synth data from the generator config the run recorded (regenerated under
-    `data_root` if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
-    from wsolbench.registry import get_plugin
-
-    plugin = get_plugin("datasets", resolved["dataset"])
-    info = (resolved.get("dataset_info") or {}).get("synth")
-    if info is None:
-        data = plugin.load(data_root)
-    else:
-        fields = {f.name for f in dataclasses.fields(plugin.config_class)}
-        config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in info.items() if k in fields})
-        data = plugin.load(data_root, config=config)
-    return data.test, data.num_classes
-
-
-def tokens_in_boxes(records, grid: tuple[int, int]) -> np.ndarray:
-    """bool `[N, h*w]`: whether each token's centre lies in one of its image's GT boxes.
-    The test transform is a square resize, so token (i, j) of an h x w grid is centred at
-    ((j + 0.5) W / w, (i + 0.5) H / h) in original pixels; boxes are inclusive pixel
-    corners, i.e. they cover [x0, x1 + 1) x [y0, y1 + 1)."""
-    h, w = grid
-    rows, cols = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
-    inside = []
-    for record in records:
-        width, height = record.size
-        cx, cy = (cols.ravel() * width / w)[:, None], (rows.ravel() * height / h)[:, None]
-        x0, y0, x1, y1 = (record.boxes.T[k][None, :] for k in range(4))
-        inside.append(((cx >= x0) & (cx < x1 + 1) & (cy >= y0) & (cy < y1 + 1)).any(axis=1))
-    return np.stack(inside)
+from wsolbench.boxes import grid_cells_in_boxes
 
 
 def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
@@ -69,9 +36,9 @@ def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
     """`(keep, on_object)`: bool `[N, n]` kept tokens of every test image, and bool
     `[N, n]` tokens whose centre lies in a GT box."""
     from wsolbench.data.torch_dataset import RecordDataset, build_transform
-    from wsolbench.runner import load_trained
+    from wsolbench.runner import load_trained, run_test_split
 
-    records, num_classes = run_test_records(resolved, data_root)
+    records, num_classes = run_test_split(resolved, data_root)
     method, _ = load_trained(checkpoint, num_classes)
     if not hasattr(method, "token_selection"):
         raise SystemExit(f"{checkpoint}: a {type(method).__name__} checkpoint, not TRT")
@@ -81,7 +48,7 @@ def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
     method.eval()
     keep = torch.cat([method.token_selection(images) for images, _, _ in loader]).numpy()
     grid = method.vit.patch_embed.dynamic_feat_size((cfg.image_size, cfg.image_size))
-    return keep, tokens_in_boxes(records, tuple(grid))
+    return keep, grid_cells_in_boxes(records, tuple(grid))
 
 
 def main() -> None:

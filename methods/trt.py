@@ -238,15 +238,30 @@ class TRT(WSOLMethod):
 
     def _localize(self, images: torch.Tensor, labels: torch.Tensor, stage1: bool
                   ) -> Localization:
+        factors = self._factors(images, labels, stage1)
+        return Localization(maps=factors["map"], logits=factors["logits"])
+
+    def _factors(self, images: torch.Tensor, labels: torch.Tensor, stage1: bool
+                 ) -> dict[str, torch.Tensor]:
+        """The refined attention ("attention"), the CAM branch's map of `labels`
+        ("semantic"; not in stage 1, whose map is the attention alone), "map", "logits"."""
         r = self._run(images, with_cam=not stage1)
         refined = self.refined_attention(r["m"], r["keep"], r["lam"], renormalize=stage1)
         h, w = self.vit.patch_embed.dynamic_feat_size(images.shape[-2:])
-        refined = refined.reshape(len(images), h, w)
-        if stage1:
-            maps = refined
-        else:
-            maps = refined * r["cam"][torch.arange(len(labels)), labels]
-        return Localization(maps=maps.detach(), logits=r["logits"].detach())
+        refined = refined.reshape(len(images), h, w).detach()
+        factors = {"attention": refined, "map": refined, "logits": r["logits"].detach()}
+        if not stage1:
+            semantic = r["cam"][torch.arange(len(labels)), labels].detach()
+            factors.update(semantic=semantic, map=refined * semantic)
+        return factors
+
+    def map_factors(self, images: torch.Tensor, labels: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """The refined attention ("attention"), the CAM branch's map M_C of `labels`
+        ("semantic"), and their product ("map"); only the attention with `stage1_map`."""
+        factors = self._factors(images, labels, self.config.stage1_map)
+        del factors["logits"]
+        return factors
 
     # ------------------------------------------------------------------ two-stage training
     def stages(self) -> tuple[str, ...]:

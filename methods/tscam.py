@@ -80,13 +80,25 @@ class TSCAM(WSOLMethod):
         """The final norm: its patch tokens are the grid the conv head classifies."""
         return FeatureLayer("vit.norm", self.vit.norm, self.vit.num_prefix_tokens)
 
-    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+    def _factors(self, images: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(A*, S_labels, logits)`: A* and S `[B, h, w]`, logits `[B, K]`."""
         with capture_class_attention(self.vit.blocks, self.vit.num_prefix_tokens) as rows:
             maps = self.semantic_maps(images)
         agnostic = torch.stack(rows).sum(dim=0)  # A*: head mean, summed over all blocks
         semantic = maps[torch.arange(len(labels)), labels]  # [B, h, w]
-        coupled = agnostic.reshape(semantic.shape) * semantic
-        return Localization(maps=coupled.detach(), logits=maps.mean(dim=(2, 3)).detach())
+        return agnostic.reshape(semantic.shape), semantic, maps.mean(dim=(2, 3))
+
+    def localize(self, images: torch.Tensor, labels: torch.Tensor) -> Localization:
+        agnostic, semantic, logits = self._factors(images, labels)
+        return Localization(maps=(agnostic * semantic).detach(), logits=logits.detach())
+
+    def map_factors(self, images: torch.Tensor, labels: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """A* ("attention"), S_c ("semantic") and their product ("map")."""
+        agnostic, semantic, _ = self._factors(images, labels)
+        return {"attention": agnostic.detach(), "semantic": semantic.detach(),
+                "map": (agnostic * semantic).detach()}
 
     def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
         return load_vit_weights(self, self.vit, state_dict, "vit.", allow_missing=("head.",))

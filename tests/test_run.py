@@ -78,6 +78,23 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
         got = dict(zip(header, row))
         assert (got["dataset"], got["tokens"], got["images"]) == ("synth-cub", "16", "12")
         assert 0 <= float(got["kept_mean"]) < 16 and 0 <= float(got["on_object_%"]) <= 100
+    if name in ("tscam", "trt"):  # benchmarks/map_factors.py: its "map" row is the run's
+        out = tmp_path / "factors.md"
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "map_factors.py"
+        subprocess.run([sys.executable, str(script), str(run_dir / "checkpoint.pt"),
+                        "--data-root", str(tiny_synth_dir), "--markdown", str(out)],
+                       check=True, capture_output=True)
+        lines = out.read_text().splitlines()
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        rows = {r["factor"]: r for r in (dict(zip(header, (c.strip() for c in
+                                                             line.strip("|").split("|"))))
+                                         for line in lines[2:])}
+        assert set(rows) == {"attention", "semantic", "map"}
+        # the markdown rounds to 0.1: the score of the map factor is the run's test score
+        assert float(rows["map"]["maxboxacc_v2"]) == pytest.approx(
+            test["maxboxacc_v2"]["mean"], abs=0.051)
+        for row in rows.values():
+            assert row["images"] == "12" and 0 <= float(row["mass_in_box_%"]) <= 100
 
 
 def test_eval_every_checks_the_heldout_split_during_training(tmp_path, tiny_synth_dir):

@@ -89,6 +89,60 @@ def test_tscam_map_is_attention_times_semantic_map():
     torch.testing.assert_close(out.logits, model(images), atol=1e-5, rtol=1e-5)
 
 
+def test_tscam_map_factors_are_the_hand_computed_attention_and_semantic_map():
+    """map_factors (what benchmarks/map_factors.py scores): A* recomputed from the qkv
+    weights, S_c from the conv head, and the map localize() returns, bit for bit."""
+    model = tiny(TSCAM, TSCAMConfig)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    with torch.no_grad():
+        factors = model.map_factors(images, labels)
+        attn = manual_attentions(model.vit, images)
+        agnostic = sum(a[:, :, 0, 1:].mean(1) for a in attn).reshape(2, 4, 4)
+        semantic = model.semantic_maps(images)[torch.arange(2), labels]
+        maps = model.localize(images, labels).maps
+    assert set(factors) == {"attention", "semantic", "map"}
+    torch.testing.assert_close(factors["attention"], agnostic, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(factors["semantic"], semantic, atol=0, rtol=0)
+    assert torch.equal(factors["map"], maps)
+    assert torch.equal(factors["map"], factors["attention"] * factors["semantic"])
+
+
+@pytest.mark.parametrize("stage1_map", [False, True])
+def test_trt_map_factors_are_the_refined_attention_and_the_cam_branch(stage1_map):
+    """TRT's factors: the refined attention (from m, the selection and lambda of one pass)
+    and M_C of the label; with stage1_map the map is the attention alone."""
+    model = tiny(TRT, TRTConfig, thresh=0.6, stage1_map=stage1_map)
+    images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        factors = model.map_factors(images, labels)
+        r = model._run(images, with_cam=True)
+        refined = model.refined_attention(r["m"], r["keep"], r["lam"],
+                                          renormalize=stage1_map).reshape(3, 4, 4)
+        maps = model.localize(images, labels).maps
+    torch.testing.assert_close(factors["attention"], refined, atol=0, rtol=0)
+    assert torch.equal(factors["map"], maps)
+    if stage1_map:
+        assert set(factors) == {"attention", "map"}
+        assert torch.equal(factors["map"], factors["attention"])
+    else:
+        assert set(factors) == {"attention", "semantic", "map"}
+        torch.testing.assert_close(factors["semantic"], r["cam"][torch.arange(3), labels],
+                                   atol=0, rtol=0)
+        assert torch.equal(factors["map"], factors["attention"] * factors["semantic"])
+
+
+def test_a_method_without_factors_returns_its_map():
+    from wsolbench.methods.cam import CAM, CAMConfig
+
+    torch.manual_seed(0)
+    model = CAM(CAMConfig(image_size=32, resize_size=32), 4).eval()
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    with torch.no_grad():
+        factors = model.map_factors(images, labels)
+        assert set(factors) == {"map"}
+        assert torch.equal(factors["map"], model.localize(images, labels).maps)
+
+
 @pytest.mark.parametrize("cls,cfg", [(TSCAM, TSCAMConfig), (TRT, TRTConfig)])
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("model,patch", [("vit_synth", 8), ("vit_synth_p4", 4)])
@@ -185,34 +239,22 @@ def test_deit_weights_round_trip_and_init_copies_the_last_block(tmp_path):
     torch.testing.assert_close(target.cam_norm.weight, source.vit.norm.weight)
 
 
-def _trt_selection_script():
-    """benchmarks/trt_selection.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trt_selection.py"
-    spec = importlib.util.spec_from_file_location("trt_selection", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_token_centres_in_boxes_by_hand():
-    """benchmarks/trt_selection.py's on-object test. 4x4 grid on a 64x32 (W x H) image:
-    token centres at x = 8, 24, 40, 56 and y = 4, 12, 20, 28. Box A (0, 0, 15, 7) covers
+    """grid_cells_in_boxes, the on-object test of benchmarks/trt_selection.py and
+    map_factors.py. 4x4 grid on a 64x32 (W x H) image: token centres at x = 8, 24, 40, 56 and y = 4, 12, 20, 28. Box A (0, 0, 15, 7) covers
     [0, 16) x [0, 8): token (0, 0) only; box B (40, 20, 40, 20) covers [40, 41) x [20, 21):
     token (2, 2) (centre (40, 20)); the second image has no box at all."""
     from pathlib import Path
 
     import numpy as np
 
+    from wsolbench.boxes import grid_cells_in_boxes
     from wsolbench.data.records import Record
 
-    script = _trt_selection_script()
     boxes = np.array([[0, 0, 15, 7], [40, 20, 40, 20]], dtype=np.int64)
     records = [Record("a.png", Path("a.png"), 0, (64, 32), boxes),
                Record("b.png", Path("b.png"), 0, (64, 32), np.zeros((0, 4), np.int64))]
-    inside = script.tokens_in_boxes(records, (4, 4))
+    inside = grid_cells_in_boxes(records, (4, 4))
     expected = np.zeros((2, 16), bool)
     expected[0, [0 * 4 + 0, 2 * 4 + 2]] = True
     assert np.array_equal(inside, expected)
@@ -226,7 +268,9 @@ def test_trt_selection_reads_a_real_data_run_from_its_data_root(tmp_path, cub_ro
     from wsolbench.data.cub import CUBDataset
 
     resolved = {"dataset": "cub", "dataset_info": {}}
-    records, num_classes = _trt_selection_script().run_test_records(resolved, cub_root)
+    from wsolbench.runner import run_test_split
+
+    records, num_classes = run_test_split(resolved, cub_root)
     expected = CUBDataset.load(cub_root)
     assert num_classes == expected.num_classes == 2
     assert [r.image_id for r in records] == [r.image_id for r in expected.test]

@@ -40,6 +40,22 @@ def scale_boxes_official(boxes: np.ndarray, size: tuple[int, int], frame: int = 
     return np.trunc(np.stack([x0, y0, x1, y1], axis=1)).astype(np.int64)
 
 
+def grid_cells_in_boxes(records, grid: tuple[int, int]) -> np.ndarray:
+    """bool `[N, h*w]`: whether the centre of each cell of an h x w grid laid over each
+    record's image (a token of a square-resized input) lies in one of its GT boxes. Cell
+    (i, j) is centred at ((j + 0.5) W / w, (i + 0.5) H / h) in original pixels; boxes are
+    inclusive pixel corners, i.e. they cover [x0, x1 + 1) x [y0, y1 + 1)."""
+    h, w = grid
+    rows, cols = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    inside = []
+    for record in records:  # a handful of boxes per image: vectorized over cells and boxes
+        width, height = record.size
+        cx, cy = (cols.ravel() * width / w)[:, None], (rows.ravel() * height / h)[:, None]
+        x0, y0, x1, y1 = (record.boxes.T[k][None, :] for k in range(4))
+        inside.append(((cx >= x0) & (cx < x1 + 1) & (cy >= y0) & (cy < y1 + 1)).any(axis=1))
+    return np.stack(inside)
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU `float64 [n, m]` of inclusive boxes `a [n, 4]` and `b [m, 4]` (+1 areas)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]

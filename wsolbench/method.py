@@ -164,6 +164,14 @@ class WSOLMethod(nn.Module):
         """
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def map_factors(self, images: torch.Tensor, labels: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """The factors whose product is the raw map, each `[B, h, w]` and detached, plus the
+        map itself under "map". A method whose map is one piece returns only "map"; TS-CAM
+        and TRT return "attention" and "semantic" too (benchmarks/map_factors.py scores each
+        factor alone: which one localizes; docs/benchmark.md)."""
+        return {"map": self.localize(images, labels).maps}
+
     # Training stages. Most methods have one; TRT trains in two (docs/methods.md §1.1).
     def stages(self) -> tuple[str, ...]:
         return ("train",)

@@ -330,6 +330,22 @@ def load_trained(checkpoint: Path, num_classes: int):
     return method, ckpt
 
 
+def run_test_split(resolved: dict[str, Any], data_root: Path) -> tuple[tuple, int]:
+    """`(records, num_classes)` of the test split a run (its `config.json`, `resolved`) was
+    evaluated on: synth data from the generator config the run recorded (regenerated under
+    `data_root` if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
+    plugin = get_plugin("datasets", resolved["dataset"])
+    info = (resolved.get("dataset_info") or {}).get("synth")
+    if info is None:
+        data = plugin.load(data_root)
+    else:
+        fields = {f.name for f in dataclasses.fields(plugin.config_class)}
+        config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in info.items() if k in fields})
+        data = plugin.load(data_root, config=config)
+    return data.test, data.num_classes
+
+
 def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = None,
                         out_dir: Path | None = None) -> dict[str, Any]:
     """Re-evaluate a saved checkpoint on `opts.dataset` (no training, no MLflow run).
