@@ -95,6 +95,25 @@ def test_one_epoch_run_writes_every_output(tmp_path, tiny_synth, tiny_synth_dir,
             test["maxboxacc_v2"]["mean"], abs=0.051)
         for row in rows.values():
             assert row["images"] == "12" and 0 <= float(row["mass_in_box_%"]) <= 100
+    if name in ("tscam", "cam"):  # benchmarks/token_locality.py: shipped weights, probed
+        out = tmp_path / "locality.md"
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "token_locality.py"
+        weights = {"tscam": "synth-vit", "cam": "synth-smallcnn"}[name]
+        done = subprocess.run([sys.executable, str(script), str(run_dir), "--weights", weights,
+                               "--data-root", str(tiny_synth_dir), "--epochs", "1",
+                               "--markdown", str(out)], capture_output=True, text=True,
+                               check=False)
+        if name == "cam":  # this run's CNN is 16 wide, the shipped one 64: one line, exit 2
+            assert done.returncode == 2 and "weights do not fit" in done.stderr
+            assert "Traceback" not in done.stderr and not out.exists()
+            return
+        assert done.returncode == 0, done.stderr
+        lines = out.read_text().splitlines()
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+                for line in lines[2:]]
+        assert [row["block"] for row in rows] == [str(k) for k in range(6)]  # vit_synth: 6
+        assert all(0 <= float(row["probe_acc_%"]) <= 100 for row in rows)
 
 
 def test_eval_every_checks_the_heldout_split_during_training(tmp_path, tiny_synth_dir):

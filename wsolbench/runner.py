@@ -330,19 +330,23 @@ def load_trained(checkpoint: Path, num_classes: int):
     return method, ckpt
 
 
-def run_test_split(resolved: dict[str, Any], data_root: Path) -> tuple[tuple, int]:
-    """`(records, num_classes)` of the test split a run (its `config.json`, `resolved`) was
-    evaluated on: synth data from the generator config the run recorded (regenerated under
-    `data_root` if it is not there), real data (CUB, ILSVRC) read from `data_root`."""
+def run_dataset(resolved: dict[str, Any], data_root: Path):
+    """The `WSOLData` a run (its `config.json`, `resolved`) trained and was evaluated on:
+    synth data from the generator config the run recorded (regenerated under `data_root` if
+    it is not there), real data (CUB, ILSVRC) read from `data_root`."""
     plugin = get_plugin("datasets", resolved["dataset"])
     info = (resolved.get("dataset_info") or {}).get("synth")
     if info is None:
-        data = plugin.load(data_root)
-    else:
-        fields = {f.name for f in dataclasses.fields(plugin.config_class)}
-        config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in info.items() if k in fields})
-        data = plugin.load(data_root, config=config)
+        return plugin.load(data_root)
+    fields = {f.name for f in dataclasses.fields(plugin.config_class)}
+    config = plugin.config_class(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in info.items() if k in fields})
+    return plugin.load(data_root, config=config)
+
+
+def run_test_split(resolved: dict[str, Any], data_root: Path) -> tuple[tuple, int]:
+    """`(records, num_classes)` of the test split a run was evaluated on (`run_dataset`)."""
+    data = run_dataset(resolved, data_root)
     return data.test, data.num_classes
 
 
