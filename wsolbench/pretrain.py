@@ -56,8 +56,8 @@ class PretrainConfig:
     # Weights an earlier `wsolbench pretrain` of the same backbone wrote: this pretraining
     # continues from them (e.g. a stage at a higher resolution; docs/benchmark.md row 22).
     init_from: str = ""
-    # Token labeling (ViTs only; docs/benchmark.md, "token labeling"): every patch token also
-    # learns the class scores a CNN pretrained on the same corpus gives its location. The
+    # Token labeling (ViTs only; docs/benchmark.md, "The pretraining setting"): every patch token
+    # also learns the class scores a CNN pretrained on the same corpus gives its location. The
     # teacher is a `wsolbench pretrain --backbone smallcnn` output: a shipped name
     # (`synth-smallcnn`) or a file. `token_loss_weight` is LV-ViT's beta.
     token_teacher: str = ""
