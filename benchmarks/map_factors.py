@@ -19,16 +19,18 @@ from `--data-root`); maps are computed for the ground-truth class, as GT-known s
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from wsolbench.boxes import grid_cells_in_boxes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+from run_tables import checkpoint_parser, print_table
 
 
 def factor_maps(checkpoint: Path, resolved: dict, data_root: Path
@@ -87,15 +89,10 @@ def run_curve_step(run_dir: Path, default: float = 0.001) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--data-root", type=Path, default=Path("results/data"),
-                        help="synth: where the generated data lives (the workflow's "
-                             "RESULTS/data); cub/ilsvrc: the dataset root the run read")
+    parser = checkpoint_parser(__doc__.splitlines()[0])
     parser.add_argument("--curve-step", type=float, default=None,
                         help="MaxBoxAccV2 threshold step (default: the one the run scored its "
                              "test split with, so the map's row is the run's number)")
-    parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     rows = []
     for checkpoint in args.checkpoints:
@@ -109,10 +106,7 @@ def main() -> None:
                          "seed": resolved["seed"], "factor": name,
                          **maxboxacc_v2(records, maps, step),
                          **placement(maps, inside), "images": len(maps)})
-    table = pd.DataFrame(rows).sort_values(["dataset", "method", "factor", "seed"])
-    print(table.to_string(index=False, float_format="%.1f"))
-    if args.markdown:
-        args.markdown.write_text(table.to_markdown(index=False, floatfmt=".1f") + "\n")
+    print_table(rows, ["dataset", "method", "factor", "seed"], args.markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,6 +37,7 @@ from wsolbench.boxes import grid_cells_in_boxes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 from map_factors import maxboxacc_v2, placement
+from run_tables import print_table
 
 
 def load_frozen_vit(resolved: dict, weights: str, num_classes: int) -> nn.Module:
@@ -155,11 +155,7 @@ def _main() -> None:
         rows.append({"weights": Path(args.weights).stem, "dataset": resolved["dataset"],
                      "block": block, "probe_acc_%": accuracy,
                      **maxboxacc_v2(data.test, maps, 0.001), **placement(maps, inside)})
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format="%.1f"))
-    if args.markdown:
-        args.markdown.write_text(table.to_markdown(index=False, floatfmt=".1f") + "\n")
-
+    print_table(rows, ["block"], args.markdown)
 
 if __name__ == "__main__":
     main()

@@ -19,16 +19,18 @@ selection blind to the image would score).
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from wsolbench.boxes import grid_cells_in_boxes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+from run_tables import checkpoint_parser, print_table
 
 
 def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
@@ -52,12 +54,7 @@ def selection_stats(checkpoint: Path, resolved: dict, data_root: Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--data-root", type=Path, default=Path("results/data"),
-                        help="synth: where the generated data lives (the workflow's "
-                             "RESULTS/data); cub/ilsvrc: the dataset root the run read")
-    parser.add_argument("--markdown", type=Path, default=None)
+    parser = checkpoint_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     rows = []
     for checkpoint in args.checkpoints:
@@ -73,10 +70,7 @@ def main() -> None:
                      "empty_%": 100 * (kept == 0).mean(),
                      "on_object_%": 100 * kept_on_object[kept > 0].mean(),
                      "object_tokens_%": 100 * on_object.mean(), "images": len(kept)})
-    table = pd.DataFrame(rows).sort_values(["dataset", "model", "seed"])
-    print(table.to_string(index=False, float_format="%.1f"))
-    if args.markdown:
-        args.markdown.write_text(table.to_markdown(index=False, floatfmt=".1f") + "\n")
+    print_table(rows, ["dataset", "model", "seed"], args.markdown)
 
 
 if __name__ == "__main__":
