@@ -36,11 +36,11 @@ from torch.utils.data import DataLoader
 from wsolbench.boxes import grid_cells_in_boxes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
-from map_factors import maxboxacc_v2, placement
+from map_factors import maxboxacc_v2, placement, run_curve_step
 from run_tables import print_table
 
 
-def load_frozen_vit(resolved: dict, weights: str, num_classes: int) -> nn.Module:
+def load_frozen_backbone(resolved: dict, weights: str, num_classes: int) -> nn.Module:
     """The run's method (TS-CAM, TRT or CAM) built from its config with `weights` (a shipped
     name or a `wsolbench pretrain` file, checked against its manifest), nothing fine-tuned."""
     from safetensors.torch import load_file
@@ -144,18 +144,20 @@ def _main() -> None:
 
     resolved = json.loads((args.run_dir / "config.json").read_text())
     data = run_dataset(resolved, args.data_root)
-    method = load_frozen_vit(resolved, args.weights, data.num_classes)
+    method = load_frozen_backbone(resolved, args.weights, data.num_classes)
     train, train_labels = block_tokens(method, data.train)
     test, test_labels = block_tokens(method, data.test)
     inside = grid_cells_in_boxes(data.test, tuple(test[0].shape[-2:]))
+    step = run_curve_step(args.run_dir)  # the run's own MaxBoxAccV2 threshold step
     rows = []
     for block, (train_grid, test_grid) in enumerate(zip(train, test)):
         accuracy, maps = probe(train_grid, train_labels, test_grid, test_labels,
                                data.num_classes, args.epochs)
         rows.append({"weights": Path(args.weights).stem, "dataset": resolved["dataset"],
                      "block": block, "probe_acc_%": accuracy,
-                     **maxboxacc_v2(data.test, maps, 0.001), **placement(maps, inside)})
+                     **maxboxacc_v2(data.test, maps, step), **placement(maps, inside)})
     print_table(rows, ["block"], args.markdown)
+
 
 if __name__ == "__main__":
     main()
