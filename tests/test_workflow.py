@@ -81,6 +81,10 @@ def _rename(mapping: dict, old: str, new: str) -> None:
      "config evaluation.protocols: unknown protocol 'maxboxac'"),
     (lambda c: c["explainers"].update({"explain": ["cam", "tsacm"]}),
      "config explainers.explain: tsacm not under `methods:`"),
+    (lambda c: c["methods"]["tscam"].update({"search": {"lr": [1e-3, "fast"]}}),
+     "config methods.tscam.search (for dataset 'synth-cub'): override lr='fast'"),
+    (lambda c: c["methods"]["cam"].update({"search": {"lr": []}}),
+     "[] should be non-empty"),
 ])
 def test_dry_run_knows_the_plugins_names_keys_and_values(tmp_path, change, message):
     """`snakemake -n` checks the config with the code `wsolbench run` uses: a typo'd name,
@@ -116,7 +120,10 @@ def tiny_config(results: Path) -> dict:
 
 def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     results = tmp_path / "results"
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(results)))
+    config = tiny_config(results)
+    # CAM's learning rate is searched (two candidates, chosen on train-fullsup); TRT's not.
+    config["methods"]["cam"]["search"] = {"lr": [0.03, 0.001]}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     done = snakemake("--cores", "2", "all", "--configfile", str(tmp_path / "tiny.yaml"),
                      cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -132,6 +139,17 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     boot = pd.read_csv(results / "tables/bootstrap.csv")
     assert set(boot.dataset) == {"synth-cub", "synth-imagenet"}
     assert (boot.seeds_averaged == 2).all()
+    # The search: both candidates ran every seed; the tables hold the selected one's runs.
+    search = pd.read_csv(results / "tables/selection.csv")
+    runs = pd.read_csv(results / "tables/runs.csv")
+    for dataset in ("synth-cub", "synth-imagenet"):
+        record = json.loads((results / "selection" / dataset / "cam.json").read_text())
+        rows = search[search.dataset == dataset]
+        assert sorted(rows.settings) == ["lr=0.001", "lr=0.03"] and rows.selected.sum() == 1
+        assert rows[rows.selected].run_key.item() == record["selected_run_key"]
+        assert rows.heldout_maxboxacc_v2.max() == rows[rows.selected].heldout_maxboxacc_v2.item()
+        cam_keys = set(runs[(runs.dataset == dataset) & (runs.method == "cam")].run_key)
+        assert cam_keys == {record["selected_run_key"]}
     summary = json.loads((results / "summary.json").read_text())
 
     import mlflow
@@ -142,10 +160,11 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
         runs = client.search_runs([experiment.experiment_id])
         parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         stages = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(parents) == 4 and all(r.info.status == "FINISHED" for r in parents)
+        # CAM's two candidates and TRT, two seeds each.
+        assert len(parents) == 6 and all(r.info.status == "FINISHED" for r in parents)
         assert {r.data.tags["stage"] for r in stages} == {"tpsm", "cam"}  # TRT's two stages
     artifacts = [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "tables")]
-    assert "tables/table1.tex" in artifacts
+    assert "tables/table1.tex" in artifacts and "tables/selection.csv" in artifacts
 
     # Every file a rule writes is declared; the Snakemake report holds tables, statistics and
     # figures with their captions.
@@ -181,6 +200,10 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
         assert row in table, row
     boot = pd.read_csv(results / "tables/explainers/synth-cub/bootstrap.csv")
     assert {"gradcam@cam", "trt"} <= set(boot.method_a) | set(boot.method_b)
+    selected = json.loads((results / "selection/synth-cub/cam.json").read_text())
+    explained = json.loads(next((results / "runs/synth-cub/gradcam@cam").glob(
+        "*/0/results.json")).read_text())
+    assert f"/cam/{selected['selected_run_key']}/0/" in json.dumps(explained)
 
 
 @pytest.mark.slow

@@ -420,6 +420,35 @@ _synth_command("synth-openimages", "openimages", "SynthImageNetConfig")
 @cli.command()
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
+@click.option("--dataset", required=True, help="Dataset the candidates ran on.")
+@click.option("--method", required=True, help="Method whose candidates to choose between.")
+@click.option("--run-key", "run_keys", multiple=True, required=True, metavar="KEY",
+              help="One candidate's run key (folder under runs/<dataset>/<method>/), in grid "
+                   "order: ties go to the earlier one. Repeatable.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Where the selection record (JSON) goes.")
+def select(results_dir, dataset, method, run_keys, seeds, out) -> None:
+    """Choose a method's hyperparameters on train-fullsup: the candidate run key with the
+    highest mean MaxBoxAccV2 over the seeds on the held-out train-fullsup split
+    (wsolevaluation's protocol; test is recorded, never used). docs/search.md."""
+    from wsolbench.fileio import atomic_write_json
+    from wsolbench.search import select_candidate
+
+    record = select_candidate(results_dir, dataset, method, list(run_keys), _int_list(seeds))
+    atomic_write_json(out, record)
+    for candidate in record["candidates"]:
+        mark = "*" if candidate["run_key"] == record["selected_run_key"] else " "
+        settings = ", ".join(f"{k}={v}" for k, v in candidate["settings"].items())
+        click.echo(f"{mark} {candidate['run_key']}  {settings or '(one candidate)'}  "
+                   f"train-fullsup {candidate['heldout_mean']:.2f}  "
+                   f"test {candidate['test_mean']:.2f}")
+    click.echo(f"selected {record['selected_run_key']} -> {out}")
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
 @click.option("--role", "roles", multiple=True, metavar="ROLE=DATASET",
               help="Which dataset stands in each real dataset's table: cub=synth-cub "
                    "(Tables 1-2), ilsvrc=synth-imagenet (Table 3). Repeatable.")
@@ -439,13 +468,20 @@ _synth_command("synth-openimages", "openimages", "SynthImageNetConfig")
 @click.option("--run-key", "run_keys", multiple=True, metavar="[DATASET/]METHOD=KEY",
               help="Which config's runs of METHOD to use where it has runs of several "
                    "(the run key is the folder under runs/<dataset>/<method>/). Repeatable.")
+@click.option("--selection", "selections", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="A `wsolbench select` record: its method's selected runs fill the tables "
+                   "(unless --run-key names others), and every record's candidates go to "
+                   "selection.csv/.md. Repeatable.")
 def tables(results_dir, roles, methods, seeds, protocols, reported, out, resamples,
-           run_keys) -> None:
+           run_keys, selections) -> None:
     """Tables 1-3 (LaTeX, CSV, Markdown), statistics and paired bootstrap from runs."""
     import pandas as pd
 
+    from wsolbench.fileio import atomic_write_text
     from wsolbench.report import make_tables, significance_lines
     from wsolbench.runpaths import parse_run_keys
+    from wsolbench.search import read_selection, selection_markdown, selection_table
 
     role_map = _overrides(roles) if roles else {"cub": "synth-cub"}
     chosen = _name_list(protocols)
@@ -456,9 +492,18 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
 
     methods = (_name_list(methods) if methods
                else methods_with_runs(results_dir, list(dict.fromkeys(role_map.values()))))
+    keys = {f"{r['dataset']}/{r['method']}": r["selected_run_key"]
+            for r in map(read_selection, selections)}
+    keys.update(parse_run_keys(run_keys))
+    out = out or results_dir / "tables"
+    search = selection_table(list(selections)) if selections else None  # read before writing
     written = make_tables(results_dir, role_map, methods, _int_list(seeds), chosen,
-                          reported, out or results_dir / "tables", resamples,
-                          parse_run_keys(run_keys))
+                          reported, out, resamples, keys)
+    if search is not None:
+        atomic_write_text(out / "selection.csv", search.to_csv(index=False))
+        atomic_write_text(out / "selection.md", selection_markdown(search))
+        written.update({"selection.csv": out / "selection.csv",
+                        "selection.md": out / "selection.md"})
     for path in written.values():
         click.echo(path)
     if "bootstrap.csv" in written:

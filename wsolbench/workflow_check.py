@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsolbench.errors import WsolbenchError
+from wsolbench.search import search_candidates
 
 
 def _values(mapping: dict[str, Any]) -> dict[str, str]:
@@ -47,14 +48,15 @@ def check_workflow_config(config: dict[str, Any]) -> None:
                 raise WsolbenchError(f"{where}.data_set: {exc}") from None
     for name, entry in config["methods"].items():
         entry = entry or {}
-        for dataset in config["datasets"]:
-            try:
-                resolve_method_config(name, entry.get("preset"), dataset,
-                                      _values(entry.get("set")))
-            except WsolbenchError as exc:
-                key = "set" if entry.get("set") else "preset"
-                raise WsolbenchError(f"config methods.{name}.{key} (for dataset {dataset!r}): "
-                                     f"{exc}") from None
+        key = "search" if entry.get("search") else "set" if entry.get("set") else "preset"
+        for candidate in search_candidates(entry):  # every grid point, or the entry itself
+            for dataset in config["datasets"]:
+                try:
+                    resolve_method_config(name, entry.get("preset"), dataset,
+                                          _values(candidate.get("set")))
+                except WsolbenchError as exc:
+                    raise WsolbenchError(f"config methods.{name}.{key} (for dataset "
+                                         f"{dataset!r}): {exc}") from None
     check_explainers(config)
     for name in (config.get("evaluation") or {}).get("protocols", []):
         try:
@@ -103,11 +105,30 @@ def _pretrained_identity(config: dict[str, Any], method: str) -> str | None:
 
 def workflow_run_key(config: dict[str, Any], dataset: str, method: str) -> str:
     """The run key (`wsolbench.runpaths`) `wsolbench run` will use for one (dataset, method)
-    of the workflow config, so Snakemake names the folder the run writes."""
+    of the workflow config, so Snakemake names the folder the run writes. A method with a
+    `search:` grid has one per grid point: `workflow_candidates`."""
     from wsolbench.resolve import run_paths
 
+    if (config["methods"].get(method) or {}).get("search"):
+        raise WsolbenchError(f"config methods.{method}: a searched method has one run key "
+                             "per candidate (workflow_candidates), not one")
     return run_paths(_run_options(config, dataset, method),
                      _pretrained_identity(config, method)).key
+
+
+def with_method_entry(config: dict[str, Any], method: str,
+                      entry: dict[str, Any]) -> dict[str, Any]:
+    """`config` with `methods.<method>` replaced by `entry` (a shallow copy)."""
+    return {**config, "methods": {**config["methods"], method: entry}}
+
+
+def workflow_candidates(config: dict[str, Any], dataset: str,
+                        method: str) -> list[tuple[str, dict[str, Any]]]:
+    """`(run key, method entry)` of every candidate of a method on a dataset, in grid order:
+    one per point of its `search:` grid (wsolbench.search), or the entry itself."""
+    entry = config["methods"].get(method) or {}
+    return [(workflow_run_key(with_method_entry(config, method, candidate), dataset, method),
+             candidate) for candidate in search_candidates(entry)]
 
 
 def workflow_explainer_key(config: dict[str, Any], dataset: str, explainer: str,

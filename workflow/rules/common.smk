@@ -1,10 +1,12 @@
 # Helpers shared by the rules: the run matrix from the validated config, CLI arguments.
 
+import json
 import os
 import re
 import shlex
 
-from wsolbench.workflow_check import workflow_explainer_key, workflow_run_key
+from wsolbench.workflow_check import (workflow_candidates, workflow_explainer_key,
+                                      with_method_entry)
 
 RESULTS = config.get("results_dir", "results")
 EVAL = config.get("evaluation", {})
@@ -58,8 +60,8 @@ def data_args(dataset):
 
 
 def run_args(wildcards):
-    """Every option of one `wsolbench run` job."""
-    method = config["methods"][wildcards.method]
+    """Every option of one `wsolbench run` job (the candidate its run key names)."""
+    method = candidate_entry(wildcards.dataset, wildcards.method, wildcards.run_key)
     dataset = config["datasets"][wildcards.dataset]
     args = [data_args(wildcards.dataset), f"--method {shlex.quote(wildcards.method)}",
             f"--seed {wildcards.seed}", f"--device {RES.get('device', 'cpu')}",
@@ -84,28 +86,81 @@ def run_args(wildcards):
     return " ".join(a for a in args if a)
 
 
-# Each (dataset, method)'s run key: the folder `wsolbench run` writes, from the same options
-# (wsolbench.runpaths; a changed config gets a new folder instead of overwriting a run).
-RUN_KEYS = {(d, m): workflow_run_key(config, d, m) for d in DATASETS for m in METHODS}
+# Each (dataset, method)'s candidates: (run key, method entry) per point of its `search:`
+# grid, or the one entry. The run key is the folder `wsolbench run` writes, from the same
+# options (wsolbench.runpaths; a changed config gets a new folder instead of overwriting).
+CANDIDATES = {(d, m): workflow_candidates(config, d, m) for d in DATASETS for m in METHODS}
+SEARCHED = [m for m in METHODS if (config["methods"][m] or {}).get("search")]
+
+
+def candidate_entry(dataset, method, run_key):
+    """The method entry of the candidate whose run key is `run_key`."""
+    for key, entry in CANDIDATES[dataset, method]:
+        if key == run_key:
+            return entry
+    raise ValueError(f"runs/{dataset}/{method}/{run_key}: no candidate of this config has "
+                     f"that run key ({', '.join(k for k, _ in CANDIDATES[dataset, method])})")
+
+
+def selection_file(dataset, method):
+    return f"{RESULTS}/selection/{dataset}/{method}.json"
+
+
+def selected_key(dataset, method):
+    """The run key whose runs fill the tables: the only candidate, or the one the `select`
+    checkpoint chose (Snakemake runs the search first, then re-evaluates what needs this)."""
+    if method not in SEARCHED:
+        return CANDIDATES[dataset, method][0][0]
+    path = checkpoints.select.get(dataset=dataset, method=method).output[0]
+    with open(path) as f:
+        key = json.load(f)["selected_run_key"]
+    candidate_entry(dataset, method, key)  # a record of another grid: stop, naming it
+    return key
 
 
 def run_file(dataset, method, seed, name="results.json"):
-    return f"{RESULTS}/runs/{dataset}/{method}/{RUN_KEYS[dataset, method]}/{seed}/{name}"
+    """A file of the selected run (call it inside input/params functions: it may wait for
+    the search)."""
+    return f"{RESULTS}/runs/{dataset}/{method}/{selected_key(dataset, method)}/{seed}/{name}"
+
+
+def candidate_files(dataset, method, name="results.json"):
+    return [f"{RESULTS}/runs/{dataset}/{method}/{key}/{seed}/{name}"
+            for key, _ in CANDIDATES[dataset, method] for seed in SEEDS]
 
 
 def run_key_args(datasets):
-    """`--run-key` options naming this workflow's runs for tables/figures (other runs of
-    the same methods under the results folder are left out)."""
-    return " ".join(f"--run-key {d}/{m}={RUN_KEYS[d, m]}" for d in datasets for m in METHODS)
+    """`--run-key` options naming this workflow's selected runs for tables/figures (other
+    runs of the same methods under the results folder are left out)."""
+    return " ".join(f"--run-key {d}/{m}={selected_key(d, m)}" for d in datasets
+                    for m in METHODS)
 
 
-def all_run_files(datasets=None, name="results.json"):
-    return [run_file(d, m, s, name) for d in (datasets or DATASETS) for m in METHODS
-            for s in SEEDS]
+def all_run_files(datasets=None, name="results.json", methods=None):
+    return [run_file(d, m, s, name) for d in (datasets or DATASETS)
+            for m in (methods or METHODS) for s in SEEDS]
+
+
+def run_inputs(datasets, names=("results.json",)):
+    """The selected runs' files as two inputs: those of methods without a search (known now,
+    so a dry run lists their jobs) and a function for the searched ones (known after the
+    search)."""
+    fixed = [m for m in METHODS if m not in SEARCHED]
+    known = [f for n in names for f in all_run_files(datasets, n, fixed)] if fixed else []
+    return known, lambda wc: [f for n in names for f in all_run_files(datasets, n, SEARCHED)
+                              ] if SEARCHED else []
+
+
+def selection_files(datasets):
+    return [selection_file(d, m) for d in datasets for m in SEARCHED]
 
 
 def table_files(exts=("tex", "csv", "md")):
     return [f"{RESULTS}/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in exts]
+
+
+# The search table (selection.csv/.md), written with Tables 1-3 when a method has a grid.
+SEARCH_TABLES = [f"{RESULTS}/tables/selection.{ext}" for ext in ("csv", "md")] if SEARCHED else []
 
 
 def reported(path, caption, category, subcategory=None):
@@ -139,13 +194,23 @@ def csv_list(values):
 EXPLAINERS = (config.get("explainers") or {}).get("methods", [])
 EXPLAINED = (config.get("explainers") or {}).get("explain", [])
 EXPLAIN_DATASETS = (config.get("explainers") or {}).get("datasets", [])
-# Each explainer run's folder, known before it runs (wsolbench.explain.explainer_run_key).
-EXPLAINER_KEYS = {(d, e, m): workflow_explainer_key(config, d, e, m)
-                  for d in EXPLAIN_DATASETS for e in EXPLAINERS for m in EXPLAINED}
+_EXPLAINER_KEYS = {}  # (dataset, explainer, method, trained run key) -> explainer run key
+
+
+def explainer_key(dataset, explainer, method):
+    """An explainer run's folder (wsolbench.explain.explainer_run_key), from the selected
+    trained run."""
+    trained = selected_key(dataset, method)
+    cache = (dataset, explainer, method, trained)
+    if cache not in _EXPLAINER_KEYS:
+        entry = candidate_entry(dataset, method, trained)
+        _EXPLAINER_KEYS[cache] = workflow_explainer_key(
+            with_method_entry(config, method, entry), dataset, explainer, method)
+    return _EXPLAINER_KEYS[cache]
 
 
 def explainer_file(dataset, explainer, method, seed, name="results.json"):
-    key = EXPLAINER_KEYS[dataset, explainer, method]
+    key = explainer_key(dataset, explainer, method)
     return f"{RESULTS}/runs/{dataset}/{explainer}@{method}/{key}/{seed}/{name}"
 
 
@@ -156,7 +221,7 @@ def explainer_table_methods(dataset):
 
 def explainer_key_args(dataset):
     """`--run-key` options naming the workflow's trained and explainer runs of `dataset`."""
-    trained = " ".join(f"--run-key {dataset}/{m}={RUN_KEYS[dataset, m]}" for m in EXPLAINED)
-    explained = " ".join(f"--run-key {dataset}/{e}@{m}={EXPLAINER_KEYS[dataset, e, m]}"
+    trained = " ".join(f"--run-key {dataset}/{m}={selected_key(dataset, m)}" for m in EXPLAINED)
+    explained = " ".join(f"--run-key {dataset}/{e}@{m}={explainer_key(dataset, e, m)}"
                          for e in EXPLAINERS for m in EXPLAINED)
     return f"{trained} {explained}"

@@ -4,11 +4,12 @@
 rule tables:
     """Tables 1-3 (LaTeX/CSV/Markdown), statistics over seeds, paired bootstrap."""
     input:
-        all_run_files(TABLE_DATASETS),
-        all_run_files(TABLE_DATASETS, "per_image_test.csv"),
+        *run_inputs(TABLE_DATASETS, ("results.json", "per_image_test.csv")),
+        selections=selection_files(TABLE_DATASETS),
         reported=REPORTED,
     output:
         table_files(),
+        SEARCH_TABLES,
         html=[reported(f"{RESULTS}/tables/table{n}.html", f"table{n}", "Tables")
               for n in (1, 2, 3)],
         statistics=reported(f"{RESULTS}/tables/statistics.csv", "statistics", "Statistics and tests"),
@@ -24,20 +25,25 @@ rule tables:
         seeds=csv_list(SEEDS),
         protocols=csv_list(config["protocols"]),
         resamples=EVAL.get("bootstrap_resamples", 10000),
-        run_keys=run_key_args(TABLE_DATASETS),
+        run_keys=lambda wc: run_key_args(TABLE_DATASETS),
+        selections=lambda wc, input: " ".join(f"--selection {f}" for f in input.selections),
     conda:
         "../envs/wsolbench.yaml"
     threads: 1
     shell:
         "wsolbench tables --results-dir {params.results} {params.roles} --methods {params.methods} "
         "--seeds {params.seeds} --protocols {params.protocols} --reported {input.reported} "
-        "--resamples {params.resamples} {params.run_keys} --out {params.out} > {log} 2>&1"
+        "--resamples {params.resamples} {params.run_keys} {params.selections} "
+        "--out {params.out} > {log} 2>&1"
 
 
 rule figures:
     """Qualitative grid, BoxAcc-vs-threshold curves, error categories of one dataset."""
     input:
-        lambda wc: [run_file(wc.dataset, m, s, n) for m in METHODS for s in SEEDS
+        lambda wc: [run_file(wc.dataset, m, s, n) for m in METHODS if m not in SEARCHED
+                    for s in SEEDS
+                    for n in ("results.json", "per_image_test.csv", "predictions_test.npz")],
+        lambda wc: [run_file(wc.dataset, m, s, n) for m in SEARCHED for s in SEEDS
                     for n in ("results.json", "per_image_test.csv", "predictions_test.npz")],
     output:
         [reported(f"{RESULTS}/figures/{{dataset}}/{name}", name.removesuffix(".png"), "Figures",
@@ -66,6 +72,7 @@ rule summary:
         tables=table_files(),
         statistics=f"{RESULTS}/tables/statistics.csv",
         runs=f"{RESULTS}/tables/runs.csv",
+        search=SEARCH_TABLES,
         figures=figure_files(),
     output:
         f"{RESULTS}/summary.json",

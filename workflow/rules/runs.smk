@@ -43,3 +43,28 @@ rule run:
         runtime=RES.get("runtime", 60),
     shell:
         "TQDM_DISABLE=1 wsolbench run {params.args} --threads {threads} > {log} 2>&1"
+
+
+checkpoint select:
+    """A method's hyperparameters chosen on train-fullsup (`wsolbench select`): of its
+    `search:` grid, the candidate with the highest mean MaxBoxAccV2 over the seeds on the
+    held-out split (wsolevaluation's protocol; docs/search.md). A checkpoint: the tables,
+    figures and explainers read which run key it chose."""
+    input:
+        lambda wc: candidate_files(wc.dataset, wc.method),
+    output:
+        f"{RESULTS}/selection/{{dataset}}/{{method}}.json",
+    log:
+        f"{RESULTS}/logs/select/{{dataset}}/{{method}}.log",
+    params:
+        results=lambda wc, input: results_dir_of(input[0]),
+        run_keys=lambda wc: " ".join(f"--run-key {key}"
+                                     for key, _ in CANDIDATES[wc.dataset, wc.method]),
+        seeds=csv_list(SEEDS),
+    conda:
+        "../envs/wsolbench.yaml"
+    threads: 1
+    shell:
+        "wsolbench select --results-dir {params.results} --dataset {wildcards.dataset} "
+        "--method {wildcards.method} {params.run_keys} --seeds {params.seeds} "
+        "--out {output} > {log} 2>&1"
