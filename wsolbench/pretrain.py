@@ -149,7 +149,8 @@ def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_cla
         raise WsolbenchError(f"pretrain: token_teacher={path} does not fit the smallcnn: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     teacher.eval().requires_grad_(False)
-    return teacher, {"file": str(path), "sha256": manifest["sha256"]}
+    # The name as given (a shipped name stays a name): no machine's paths in a manifest.
+    return teacher, {"file": cfg.token_teacher, "sha256": manifest["sha256"]}
 
 
 def teacher_token_targets(teacher: nn.Module, images: torch.Tensor, grid: tuple[int, int]
