@@ -7,7 +7,9 @@
 # Outputs (under results_dir): runs/<dataset>/<method>/<run key>/<seed>/results.json
 # (+ checkpoint, predictions, per-image outcomes), tables/table{1,2,3}.{tex,csv,md},
 # statistics.csv, bootstrap.csv, figures/<dataset>/*.{png,pdf}, MLflow runs in mlflow.db,
-# logs/. `snakemake --cores 2 explainers`: explainer runs and tables/explainers/.
+# logs/. A method with a `search:` grid runs every candidate; selection/<dataset>/<method>.json
+# names the one chosen on train-fullsup, and tables/selection.{csv,md} lists them all
+# (docs/search.md). `snakemake --cores 2 explainers`: explainer runs and tables/explainers/.
 
 import os
 

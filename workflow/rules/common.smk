@@ -138,17 +138,17 @@ def run_key_args(datasets):
 
 def all_run_files(datasets=None, name="results.json", methods=None):
     return [run_file(d, m, s, name) for d in (datasets or DATASETS)
-            for m in (methods or METHODS) for s in SEEDS]
+            for m in (METHODS if methods is None else methods) for s in SEEDS]
 
 
 def run_inputs(datasets, names=("results.json",)):
     """The selected runs' files as two inputs: those of methods without a search (known now,
     so a dry run lists their jobs) and a function for the searched ones (known after the
     search)."""
-    fixed = [m for m in METHODS if m not in SEARCHED]
-    known = [f for n in names for f in all_run_files(datasets, n, fixed)] if fixed else []
-    return known, lambda wc: [f for n in names for f in all_run_files(datasets, n, SEARCHED)
-                              ] if SEARCHED else []
+    def files(methods):
+        return [f for n in names for f in all_run_files(datasets, n, methods)]
+
+    return files([m for m in METHODS if m not in SEARCHED]), lambda wc: files(SEARCHED)
 
 
 def selection_files(datasets):
