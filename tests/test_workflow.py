@@ -180,6 +180,7 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     assert "WARNING" not in report.stderr
     html = (results / "report.html").read_text()
     for needle in ("table1.html", "table3.html", "statistics.csv", "bootstrap.csv",
+                   "selection.csv",
                    "boxacc_curves.png", "Paired bootstrap over test images",
                    "Table 1 of the TRT paper"):
         assert needle in html, needle

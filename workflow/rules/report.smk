@@ -9,7 +9,8 @@ rule tables:
         reported=REPORTED,
     output:
         table_files(),
-        SEARCH_TABLES,
+        [reported(f, "selection", "Statistics and tests") if f.endswith(".csv") else f
+         for f in SEARCH_TABLES],
         html=[reported(f"{RESULTS}/tables/table{n}.html", f"table{n}", "Tables")
               for n in (1, 2, 3)],
         statistics=reported(f"{RESULTS}/tables/statistics.csv", "statistics", "Statistics and tests"),
