@@ -144,10 +144,10 @@ def selection_table(paths: list[Path]) -> pd.DataFrame:
 
 def selection_markdown(table: pd.DataFrame) -> str:
     """The search as a Markdown table (selected rows in bold), with what it means."""
-    lines = ["Hyperparameter search: every candidate ran every seed; the selected one has the "
+    intro = ("Hyperparameter search: every candidate ran every seed; the selected one has the "
              "highest mean MaxBoxAccV2 on train-fullsup (test shown for the record, never "
-             "used to choose).", "",
-             "| dataset | method | settings | train-fullsup | test | selected |",
+             "used to choose).")
+    lines = [intro, "", "| dataset | method | settings | train-fullsup | test | selected |",
              "|---|---|---|---|---|---|"]
     for row in table.itertuples():
         mark = "**yes**" if row.selected else ""
