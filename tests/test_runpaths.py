@@ -13,7 +13,7 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.options import RunOptions
 from wsolbench.resolve import run_paths
 from wsolbench.runpaths import RunPaths, parse_run_keys
-from wsolbench.workflow_check import workflow_run_key
+from wsolbench.workflow_check import workflow_candidates, workflow_run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +29,9 @@ def test_quick_start_and_default_workflow_never_share_a_folder():
     config = default_workflow_config()
     for method in config["methods"]:
         quick = run_paths(RunOptions(method=method, dataset="synth-cub"))
-        workflow = workflow_run_key(config, "synth-cub", method)
-        assert quick.key != workflow
-        assert quick.key.startswith("synth-") and workflow.startswith("synth-")
+        for workflow, _ in workflow_candidates(config, "synth-cub", method):  # every lr tried
+            assert quick.key != workflow
+            assert quick.key.startswith("synth-") and workflow.startswith("synth-")
 
 
 def test_the_key_follows_every_input_of_a_run_and_nothing_else():
@@ -68,14 +68,19 @@ def base_epochs() -> int:
 def test_the_workflow_names_the_folder_the_run_writes(tmp_path):
     """The workflow's key comes from the config through the same options `run` receives."""
     config = default_workflow_config()
-    entry = config["methods"]["trt"]
-    opts = RunOptions(method="trt", dataset="synth-imagenet", preset=entry["preset"],
-                      overrides={k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
-                                 for k, v in entry["set"].items()},
-                      dataset_overrides={k: str(v) for k, v in
-                                         config["datasets"]["synth-imagenet"]["data_set"]
-                                         .items()})
-    assert run_paths(opts).key == workflow_run_key(config, "synth-imagenet", "trt")
+    candidates = workflow_candidates(config, "synth-imagenet", "trt")
+    assert len(candidates) == len(config["methods"]["trt"]["search"]["lr"])
+    for key, entry in candidates:  # each point of the search grid: its own folder
+        opts = RunOptions(method="trt", dataset="synth-imagenet", preset=entry["preset"],
+                          overrides={k: ",".join(map(str, v)) if isinstance(v, list)
+                                     else str(v) for k, v in entry["set"].items()},
+                          dataset_overrides={k: str(v) for k, v in
+                                             config["datasets"]["synth-imagenet"]["data_set"]
+                                             .items()})
+        assert run_paths(opts).key == key
+    assert len({key for key, _ in candidates}) == len(candidates)
+    with pytest.raises(WsolbenchError, match="a searched method has one run key per candidate"):
+        workflow_run_key(config, "synth-imagenet", "trt")
 
 
 def _finished(results: Path, key: str, seed: int = 0) -> None:
@@ -105,6 +110,7 @@ def test_the_workflow_names_a_pretrained_run_before_its_weights_exist(tmp_path):
     key comes from the path (or the pinned SHA-256) alone, and equals the run's once the file
     is there."""
     config = default_workflow_config()
+    config["methods"]["tscam"].pop("search")  # one recipe: one key
     weights = tmp_path / "vit.safetensors"
     config["methods"]["tscam"]["pretrained"] = str(weights)
     before = workflow_run_key(config, "synth-cub", "tscam")  # no file yet: no error

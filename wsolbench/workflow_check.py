@@ -48,8 +48,11 @@ def check_workflow_config(config: dict[str, Any]) -> None:
                 raise WsolbenchError(f"{where}.data_set: {exc}") from None
     for name, entry in config["methods"].items():
         entry = entry or {}
-        key = "search" if entry.get("search") else "set" if entry.get("set") else "preset"
-        for candidate in search_candidates(entry):  # every grid point, or the entry itself
+        # The entry's own `set` first, so an error there names `set`; then every grid point.
+        checks = [("set" if entry.get("set") else "preset", entry)]
+        if entry.get("search"):
+            checks += [("search", candidate) for candidate in search_candidates(entry)]
+        for key, candidate in checks:
             for dataset in config["datasets"]:
                 try:
                     resolve_method_config(name, entry.get("preset"), dataset,
