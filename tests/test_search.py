@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from wsolbench.errors import InputFileError, WsolbenchError
-from wsolbench.search import search_candidates, select_candidate, selection_table
+from wsolbench.search import read_selection, search_candidates, select_candidate, selection_table
 
 
 def test_a_grid_expands_to_its_points_in_order_over_the_entrys_set():
@@ -109,7 +109,7 @@ def test_select_command_writes_the_record_and_tables_read_it(tmp_path, monkeypat
     assert code == 0, err
     assert "* synth-b  lr=0.001  train-fullsup 60.00  test 46.00" in stdout
     assert json.loads(out.read_text())["selected_run_key"] == "synth-b"
-    table = selection_table([out])
+    table = selection_table([read_selection(out)])
     assert list(table.run_key) == ["synth-a", "synth-b", "synth-c"]
     assert list(table.selected) == [False, True, False]
     assert table.loc[1, "heldout_maxboxacc_v2"] == 60.0 and table.loc[1, "heldout_std"] == 0.0

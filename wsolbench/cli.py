@@ -492,11 +492,11 @@ def tables(results_dir, roles, methods, seeds, protocols, reported, out, resampl
 
     methods = (_name_list(methods) if methods
                else methods_with_runs(results_dir, list(dict.fromkeys(role_map.values()))))
-    keys = {f"{r['dataset']}/{r['method']}": r["selected_run_key"]
-            for r in map(read_selection, selections)}
+    records = [read_selection(path) for path in selections]  # all read before any writing
+    keys = {f"{r['dataset']}/{r['method']}": r["selected_run_key"] for r in records}
     keys.update(parse_run_keys(run_keys))
     out = out or results_dir / "tables"
-    search = selection_table(list(selections)) if selections else None  # read before writing
+    search = selection_table(records) if records else None
     written = make_tables(results_dir, role_map, methods, _int_list(seeds), chosen,
                           reported, out, resamples, keys)
     if search is not None:

@@ -120,12 +120,12 @@ def read_selection(path: Path) -> dict[str, Any]:
     return record
 
 
-def selection_table(paths: list[Path]) -> pd.DataFrame:
-    """One row per candidate of every selection record: what was tried, its held-out and
-    test MaxBoxAccV2 (mean and std over seeds), and whether it was selected."""
+def selection_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per candidate of every selection record (`read_selection`): what was tried,
+    its held-out and test MaxBoxAccV2 (mean and std over seeds), and whether it was
+    selected."""
     rows = []
-    for path in paths:
-        record = read_selection(path)
+    for record in records:
         for candidate in record["candidates"]:
             rows.append({
                 "dataset": record["dataset"], "method": record["method"],
