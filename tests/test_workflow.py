@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,6 +194,15 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     again = snakemake("-n", "--cores", "2", "all", "--configfile", str(tmp_path / "tiny.yaml"),
                       cwd=tmp_path)
     assert "rule run:" not in again.stdout and "rule tables:" in again.stdout
+    # A point added to the grid: only its runs, the selections and what reads them are due.
+    wider = {**config, "methods": {**config["methods"], "cam": {
+        **config["methods"]["cam"], "search": {"lr": [0.03, 0.001, 0.0001]}}}}
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(wider))
+    again = snakemake("-n", "--cores", "2", "all", "--configfile", str(tmp_path / "wider.yaml"),
+                      cwd=tmp_path)
+    stats = again.stdout[again.stdout.index("Job stats"):]
+    for job, count in (("run", 4), ("select", 2)):
+        assert re.search(rf"^{job}\s+{count}$", stats, re.MULTILINE), stats
 
     # The `explainers` target: pytorch-grad-cam's explainers on the trained checkpoints,
     # one job per (explainer, run), tabulated beside the trained methods; no retraining.
