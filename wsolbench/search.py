@@ -20,6 +20,7 @@ import pandas as pd
 
 from wsolbench.errors import InputFileError, WsolbenchError
 from wsolbench.runpaths import RunPaths
+from wsolbench.stats import seed_summary
 
 SELECTION_SPLIT = "fullsup"          # results.json `metrics` key of train-fullsup
 SELECTION_METRIC = "maxboxacc_v2"    # wsolevaluation's box metric, mean over IoU 30/50/70
@@ -53,14 +54,15 @@ def _score(results: dict[str, Any], split: str, path: Path) -> float:
                                    "train-fullsup split, so its dataset needs one") from None
 
 
-def _read_results(path: Path) -> dict[str, Any]:
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (a run's results.json, a selection record)."""
     try:
-        results = json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputFileError(path, f"not valid JSON ({exc.msg})", exc.lineno) from None
-    if not isinstance(results, dict):
-        raise InputFileError(path, "not a wsolbench results file (no JSON object)")
-    return results
+    if not isinstance(record, dict):
+        raise InputFileError(path, "not a wsolbench record (the JSON is not an object)")
+    return record
 
 
 def _searched_settings(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,8 +82,9 @@ def select_candidate(results_dir: Path, dataset: str, method: str, run_keys: lis
     candidate its run key, the settings the search varied, and the train-fullsup and test
     MaxBoxAccV2 of every seed. Ties go to the earlier candidate (grid order). A missing run
     or a results file without train-fullsup numbers is an error naming the file."""
-    if not run_keys:
-        raise WsolbenchError(f"{dataset}/{method}: a search needs at least one run key")
+    if not run_keys or not seeds:
+        raise WsolbenchError(f"{dataset}/{method}: a search needs at least one run key and "
+                             "one seed")
     if len(set(run_keys)) != len(run_keys):
         raise WsolbenchError(f"{dataset}/{method}: run keys repeat ({', '.join(run_keys)}); "
                              "two grid points resolve to the same config")
@@ -91,7 +94,7 @@ def select_candidate(results_dir: Path, dataset: str, method: str, run_keys: lis
         for seed in seeds:
             paths = RunPaths(Path(results_dir), dataset, method, key, int(seed))
             path = paths.require()
-            results = _read_results(path)
+            results = _read_json_object(path)
             heldout.append(_score(results, SELECTION_SPLIT, path))
             test.append(_score(results, REPORTED_SPLIT, path))
         configs.append(results.get("config") or {})
@@ -111,7 +114,7 @@ def select_candidate(results_dir: Path, dataset: str, method: str, run_keys: lis
 
 def read_selection(path: Path) -> dict[str, Any]:
     """A selection record written by `wsolbench select`, checked for the keys used."""
-    record = _read_results(Path(path))
+    record = _read_json_object(Path(path))
     missing = [k for k in ("dataset", "method", "selected_run_key", "candidates")
                if k not in record]
     if missing:
@@ -127,18 +130,15 @@ def selection_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for record in records:
         for candidate in record["candidates"]:
+            heldout, test = seed_summary(candidate["heldout"]), seed_summary(candidate["test"])
             rows.append({
                 "dataset": record["dataset"], "method": record["method"],
                 "run_key": candidate["run_key"],
                 "settings": ", ".join(f"{k}={v}" for k, v in candidate["settings"].items()),
                 "selected": candidate["run_key"] == record["selected_run_key"],
-                "seeds": len(candidate["heldout"]),
-                "heldout_maxboxacc_v2": candidate["heldout_mean"],
-                "heldout_std": float(np.std(candidate["heldout"], ddof=1))
-                if len(candidate["heldout"]) > 1 else 0.0,
-                "test_maxboxacc_v2": candidate["test_mean"],
-                "test_std": float(np.std(candidate["test"], ddof=1))
-                if len(candidate["test"]) > 1 else 0.0})
+                "seeds": heldout["n"],
+                "heldout_maxboxacc_v2": heldout["mean"], "heldout_std": heldout["std"],
+                "test_maxboxacc_v2": test["mean"], "test_std": test["std"]})
     return pd.DataFrame(rows)
 
 
