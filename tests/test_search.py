@@ -26,6 +26,23 @@ def test_a_grid_expands_to_its_points_in_order_over_the_entrys_set():
     assert search_candidates(plain) == [plain]
 
 
+def test_the_default_config_gives_every_method_the_same_search_budget():
+    """One budget for every method (docs/search.md): the same number of candidates, each a
+    distinct run, on every dataset of the default workflow."""
+    import yaml
+
+    from wsolbench.workflow_check import workflow_candidates
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+    for dataset in config["datasets"]:
+        counts = {}
+        for method in config["methods"]:
+            keys = [key for key, _ in workflow_candidates(config, dataset, method)]
+            assert len(set(keys)) == len(keys), (dataset, method, keys)
+            counts[method] = len(keys)
+        assert len(set(counts.values())) == 1 and min(counts.values()) > 1, (dataset, counts)
+
+
 def write_run(results: Path, key: str, seed: int, lr: float, heldout: float | None,
               test: float, dataset: str = "synth-cub", method: str = "cam") -> Path:
     """A results.json with only what a selection reads (as `wsolbench run` nests it)."""
