@@ -4,6 +4,7 @@ run` and the workflow, and an explicit choice where a method has runs of several
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_the_workflow_names_the_folder_the_run_writes(tmp_path):
     """The workflow's key comes from the config through the same options `run` receives."""
     config = default_workflow_config()
     candidates = workflow_candidates(config, "synth-imagenet", "trt")
-    assert len(candidates) == len(config["methods"]["trt"]["search"]["lr"])
+    grid = config["methods"]["trt"]["search"]
+    assert len(candidates) == math.prod(len(values) for values in grid.values())
     for key, entry in candidates:  # each point of the search grid: its own folder
         opts = RunOptions(method="trt", dataset="synth-imagenet", preset=entry["preset"],
                           overrides={k: ",".join(map(str, v)) if isinstance(v, list)
