@@ -74,3 +74,10 @@ def run_dir_of(results_dir: Path, dataset: str, method: str, seed: int = 0) -> P
     found = sorted((Path(results_dir) / "runs" / dataset / method).glob(f"*/{seed}"))
     assert len(found) == 1, f"expected one run folder, found {found}"
     return found[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable otherwise): under `-n auto` a long end-to-end test that is
+    handed out last makes one worker finish minutes after the other; started first, it
+    overlaps the many short ones (longest-first scheduling)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
