@@ -18,6 +18,16 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_workflow_config() -> dict:
+    """config/config.yaml, the default workflow's config, as Snakemake reads it."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
 # A tiny synth-cub: seconds to generate and to train one epoch on.
 TINY_SYNTH = {"num_classes": "3", "train_per_class": "12", "test_per_class": "4",
               "fullsup_per_class": "2", "image_size": "32"}

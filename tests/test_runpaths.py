@@ -8,19 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.conftest import default_workflow_config
 from wsolbench.errors import WsolbenchError
 from wsolbench.options import RunOptions
 from wsolbench.resolve import run_paths
 from wsolbench.runpaths import RunPaths, parse_run_keys
 from wsolbench.workflow_check import workflow_candidates, workflow_run_key
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_workflow_config() -> dict:
-    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
 
 
 def test_quick_start_and_default_workflow_never_share_a_folder():

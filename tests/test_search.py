@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import default_workflow_config
 from wsolbench.errors import InputFileError, WsolbenchError
 from wsolbench.search import read_selection, search_candidates, select_candidate, selection_table
 
@@ -29,11 +30,9 @@ def test_a_grid_expands_to_its_points_in_order_over_the_entrys_set():
 def test_the_default_config_gives_every_method_the_same_search_budget():
     """One budget for every method (docs/search.md): the same number of candidates, each a
     distinct run, on every dataset of the default workflow."""
-    import yaml
-
     from wsolbench.workflow_check import workflow_candidates
 
-    config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+    config = default_workflow_config()
     for dataset in config["datasets"]:
         counts = {}
         for method in config["methods"]:
