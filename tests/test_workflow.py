@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import default_workflow_config
+
 pytestmark = pytest.mark.slow  # every test runs Snakemake in a subprocess (3-50 s each)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     ({"tables": {"cub": "nope"}}, "config tables.cub: dataset 'nope' is not under `datasets:`"),
 ])
 def test_schema_rejects_bad_config_with_a_clear_message(tmp_path, change, message):
-    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config = default_workflow_config()
     config.update(change)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     done = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
@@ -94,7 +96,7 @@ def _rename(mapping: dict, old: str, new: str) -> None:
 def test_dry_run_knows_the_plugins_names_keys_and_values(tmp_path, change, message):
     """`snakemake -n` checks the config with the code `wsolbench run` uses: a typo'd name,
     key or value stops it with the offending key, before any job."""
-    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config = default_workflow_config()
     change(config)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     done = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
