@@ -1,5 +1,6 @@
 """Protocols on hand-computed cases (docs/protocols.md) and against the reference."""
 
+import cv2
 import numpy as np
 import pytest
 from wsolbench.protocols.classification import Classification
@@ -250,6 +251,49 @@ def test_fast_path_equals_the_opencv_reference_on_random_maps():
         expected += best[None, :] >= deltas
     np.testing.assert_array_equal(fast.state["correct"], expected)
     assert 0 < expected.sum() < n * expected.size  # the case is not trivial
+
+
+def _literal_largest_contour_ious(u8, thresholds, gt, clip, empty_box):
+    """The largest-contour sweep read literally: every tau traced, IoU by hand."""
+    out = []
+    for t in thresholds:
+        contours, _ = cv2.findContours((u8 > t).astype(np.uint8), cv2.RETR_TREE,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            areas = [cv2.contourArea(c) for c in contours]
+            x, y, w, h = cv2.boundingRect(contours[areas.index(max(areas))])
+            x1, y1 = x + w, y + h
+            if clip:
+                x1, y1 = min(x1, u8.shape[1] - 1), min(y1, u8.shape[0] - 1)
+            box = (x, y, x1, y1)
+        else:
+            box = empty_box
+        ious = []
+        for g in gt:
+            iw = max(min(box[2], g[2]) - max(box[0], g[0]) + 1, 0)
+            ih = max(min(box[3], g[3]) - max(box[1], g[1]) + 1, 0)
+            union = ((box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+                     + (g[2] - g[0] + 1) * (g[3] - g[1] + 1) - iw * ih)
+            ious.append(iw * ih / union if union > 0 else 0.0)
+        out.append(max(ious))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_largest_contour_sweep_equals_a_literal_per_tau_trace(clip):
+    """The paper protocol's and MaxBoxAcc v1's sweep (one traced box per distinct level)
+    against tracing every tau of the grid, on maps with several blobs, holes and noise."""
+    rng = np.random.default_rng(11)
+    maps, (boxes, sizes) = _random_maps(rng, 60), _random_boxes(rng, 60)
+    taus = threshold_grid(0.01)
+    for raw, b, size in zip(maps, boxes, sizes):
+        u8 = quantize(scoremap_wsolevaluation(raw))
+        gt = scale_boxes_official(b, size)
+        thresholds = integer_thresholds(taus, int(u8.max()))
+        got = best_iou_per_threshold(u8, thresholds, gt, largest_only=True, clip=clip,
+                                     empty_box=(0, 0, 1, 1))
+        np.testing.assert_array_equal(
+            got, _literal_largest_contour_ious(u8, thresholds, gt, clip, (0, 0, 1, 1)))
 
 
 def test_one_batch_equals_many_batches_equals_merged_shards():

@@ -12,7 +12,6 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.patches import Rectangle
 from PIL import Image
 
@@ -109,6 +108,8 @@ def boxacc_curves(curves: pd.DataFrame, stem: Path, title: str) -> list[Path]:
              .agg(["mean", "std"]).fillna({"std": 0.0}).reset_index())
     ious = sorted(stats["iou"].unique())
     methods = list(dict.fromkeys(curves["method"]))
+    import seaborn as sns  # here, not at module level: `wsolbench run` draws without it
+
     colors = dict(zip(methods, sns.color_palette("tab10", len(methods))))
     fig, axes = plt.subplots(1, len(ious), figsize=(3.2 * len(ious), 2.9), sharey=True,
                              squeeze=False)
@@ -135,6 +136,8 @@ def error_chart(errors: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     table = (errors.pivot(index="method", columns="category", values="percent")
              .reindex(columns=list(ERROR_CATEGORIES)).fillna(0.0))
     fig, ax = plt.subplots(figsize=(6.0, 0.6 * len(table) + 1.4))
+    import seaborn as sns
+
     colors = sns.color_palette("Set2", len(ERROR_CATEGORIES))
     left = np.zeros(len(table))
     for color, category in zip(colors, table.columns):

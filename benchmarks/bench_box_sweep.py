@@ -1,0 +1,108 @@
+"""Largest-contour threshold sweep: the straightforward per-level code vs wsolbench's.
+
+The paper protocol (Top-1/GT-known Loc over the tau grid, the fair tau search) and
+MaxBoxAcc v1 keep one box per threshold, the contour of largest polygon area, which only an
+OpenCV trace gives: every distinct integer level of every map is binarized and traced once.
+This measures the per-level cost around that trace (`wsolbench.boxes.best_iou_per_threshold`)
+against the straightforward version written here (numpy binarization, every contour's rect,
+numpy IoU matrix), on the same maps in the same process, and checks that both give the same
+IoUs bit for bit.
+
+    python benchmarks/bench_box_sweep.py [--images 150] [--repeats 5]
+    python benchmarks/bench_box_sweep.py --predictions results/runs/.../predictions_test.npz
+
+`--predictions`: a trained run's maps (its boxes are not stored there: random GT boxes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from bench_maxboxacc import make_maps  # noqa: E402
+from wsolbench.protocols.loc_acc import LocAcc  # noqa: E402
+
+from wsolbench.boxes import (  # noqa: E402
+    EMPTY_BOX_OFFICIAL,
+    best_iou_per_threshold,
+    iou_matrix,
+    scale_boxes_official,
+)
+from wsolbench.thresholds import integer_thresholds  # noqa: E402
+
+
+def straightforward_best_ious(u8: np.ndarray, thresholds: np.ndarray, gt: np.ndarray
+                              ) -> np.ndarray:
+    """Per distinct level: numpy mask, all rects, the largest contour's box, IoU matrix."""
+    distinct, inverse = np.unique(thresholds, return_inverse=True)
+    best = np.empty(len(distinct))
+    for i, t in enumerate(distinct):
+        mask = (u8 > t).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+            box = np.array([[x, y, x + w, y + h]])
+        else:
+            box = np.array([EMPTY_BOX_OFFICIAL])
+        best[i] = iou_matrix(box, gt).max()
+    return best[inverse]
+
+
+def sweep(maps, boxes, size, protocol: LocAcc, best_ious) -> list[np.ndarray]:
+    out = []
+    for raw, b in zip(maps, boxes):
+        u8 = protocol.score_u8(raw)
+        thresholds = integer_thresholds(protocol.thresholds, int(u8.max()))
+        out.append(best_ious(u8, thresholds, scale_boxes_official(b, size)))
+    return out
+
+
+def fast_best_ious(u8: np.ndarray, thresholds: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    return best_iou_per_threshold(u8, thresholds, gt, largest_only=True, clip=False,
+                                  empty_box=EMPTY_BOX_OFFICIAL)
+
+
+def timed(fn, repeats: int) -> tuple[float, list[np.ndarray]]:
+    """Median seconds of `repeats` calls, and the last call's result."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--predictions", help="a run's predictions_*.npz: sweep its maps")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    size = (500, 375)
+    maps, boxes = make_maps(args.images)
+    if args.predictions:
+        maps = list(np.load(args.predictions)["maps"][:args.images])
+        boxes = boxes[:len(maps)]
+    protocol = LocAcc(curve_step=0.01)  # the paper protocol's grid
+    sweep(maps[:2], boxes[:2], size, protocol, fast_best_ious)  # JIT warm-up, not timed
+    base_s, expected = timed(lambda: sweep(maps, boxes, size, protocol,
+                                           straightforward_best_ious), args.repeats)
+    fast_s, got = timed(lambda: sweep(maps, boxes, size, protocol, fast_best_ious),
+                        args.repeats)
+    same = all(np.array_equal(a, b) for a, b in zip(expected, got))
+    print(f"{len(maps)} maps, 1 core, median of {args.repeats}: straightforward "
+          f"{base_s / len(maps) * 1e3:.2f} ms/image, wsolbench {fast_s / len(maps) * 1e3:.2f} "
+          f"ms/image, speed-up {base_s / fast_s:.2f}x, identical IoUs: {same}")
+    if not same:
+        raise SystemExit("the two sweeps disagree")
+
+
+if __name__ == "__main__":
+    main()
