@@ -332,3 +332,76 @@ def test_a_token_teacher_must_be_a_cnn_of_the_same_corpus(tmp_path):
             load_token_teacher(cfg, info, 4)
     with pytest.raises(WsolbenchError, match="'smallcnn' has none"):
         PretrainConfig(backbone="smallcnn", token_teacher="synth-smallcnn")
+
+
+def test_patch_pixels_follow_the_patch_embedding_token_order():
+    """Token k's pixel target is the patch the embedding turned into token k: timm's patch
+    embedding is a stride-p convolution, i.e. a linear map of exactly those pixels."""
+    from wsolbench.pretrain import patch_pixels
+    from wsolbench.vit import build_vit
+
+    torch.manual_seed(0)
+    vit = build_vit("vit_synth", 32, 0.0)  # patch 8: a 4x4 token grid
+    images = torch.randn(2, 3, 32, 32)
+    pixels = patch_pixels(images, 8)
+    assert pixels.shape == (2, 16, 192)
+    weight = vit.patch_embed.proj.weight  # [D, C, p, p] -> rows in (p, p, C) order
+    expected = pixels @ weight.permute(0, 2, 3, 1).reshape(len(weight), -1).T
+    torch.testing.assert_close(vit.patch_embed(images), expected + vit.patch_embed.proj.bias,
+                               rtol=1e-4, atol=1e-4)
+    # token 5 = row 1, column 1 of the grid
+    torch.testing.assert_close(pixels[1, 5], images[1, :, 8:16, 8:16].permute(1, 2, 0).reshape(-1))
+
+
+def test_random_token_masks_hide_exactly_the_ratio_per_image():
+    from wsolbench.pretrain import random_token_mask
+
+    masks = random_token_mask(50, 64, 0.5, torch.Generator().manual_seed(0))
+    assert masks.dtype == torch.bool and masks.shape == (50, 64)
+    assert (masks.sum(1) == 32).all()
+    assert len({tuple(row.tolist()) for row in masks}) == 50  # drawn per image
+    again = random_token_mask(50, 64, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again)
+    share = random_token_mask(4000, 64, 0.5, torch.Generator().manual_seed(1)).float().mean(0)
+    assert 0.44 < share.min() and share.max() < 0.56  # no position favoured (sd 0.008)
+
+
+def test_masked_image_modelling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_path):
+    """mim_loss_weight: a masked second pass learns to predict the hidden patches; the mask
+    token and pixel head are not shipped, the loss falls, and the weights move."""
+    from safetensors.torch import load_file
+
+    from wsolbench.config import apply_overrides
+    from wsolbench.data.synth import SynthPretrainConfig, SynthPretrainDataset
+    from wsolbench.pretrain import PretrainConfig, pretrain
+    from wsolbench.registry import get_plugin
+
+    _pretrain(tmp_path / "plain.safetensors", tmp_path)
+    corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
+        SynthPretrainConfig(), TINY_CORPUS))
+    cfg = apply_overrides(PretrainConfig(), {**TINY_RECIPE, "epochs": "4",
+                                             "mim_loss_weight": "1.0"})
+    manifest = pretrain(cfg, corpus, tmp_path / "mim.safetensors", threads=1)
+    assert manifest["recipe"]["mim_loss_weight"] == 1.0
+    assert manifest["recipe"]["mim_mask_ratio"] == 0.5
+    mim = [row["mim_loss"] for row in manifest["history"]]
+    assert len(mim) == 4 and mim[-1] < mim[0]
+    assert all("token_loss" not in row for row in manifest["history"])
+    plain = load_file(str(tmp_path / "plain.safetensors"))
+    masked = load_file(str(tmp_path / "mim.safetensors"))
+    assert masked.keys() == plain.keys()  # timm keys: no mask token, no pixel head
+    assert not torch.equal(masked["blocks.0.attn.qkv.weight"], plain["blocks.0.attn.qkv.weight"])
+    tscam = get_plugin("methods", "tscam")
+    tscam(tscam.presets["synth"], 10).load_pretrained(masked)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"backbone": "smallcnn", "mim_loss_weight": 1.0}, "'smallcnn' has none"),
+    ({"mim_loss_weight": 1.0, "mim_mask_ratio": 1.0}, "mim_mask_ratio in \\(0, 1\\)"),
+    ({"mim_loss_weight": -1.0}, "mim_loss_weight must be >= 0"),
+])
+def test_masked_image_modelling_settings_are_checked(overrides, message):
+    from wsolbench.pretrain import PretrainConfig
+
+    with pytest.raises(WsolbenchError, match=message):
+        PretrainConfig(**overrides)

@@ -62,6 +62,12 @@ class PretrainConfig:
     # (`synth-smallcnn`) or a file. `token_loss_weight` is LV-ViT's beta.
     token_teacher: str = ""
     token_loss_weight: float = 0.5
+    # Masked image modelling (ViTs only; SimMIM's objective, docs/benchmark.md row 42): a
+    # second forward pass in which `mim_mask_ratio` of each image's patch tokens are replaced
+    # by a learned mask token, and a linear head on every masked token's output predicts its
+    # patch's (normalized) pixels, L1 loss weighted `mim_loss_weight`; 0 turns it off.
+    mim_loss_weight: float = 0.0
+    mim_mask_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -79,6 +85,12 @@ class PretrainConfig:
                                  f"{self.backbone!r} has none")
         if self.token_loss_weight < 0:
             raise WsolbenchError("pretrain: token_loss_weight must be >= 0")
+        if self.mim_loss_weight < 0 or not 0 < self.mim_mask_ratio < 1:
+            raise WsolbenchError("pretrain: mim_loss_weight must be >= 0 and mim_mask_ratio "
+                                 "in (0, 1)")
+        if self.mim_loss_weight and self.backbone not in SYNTH_VITS:
+            raise WsolbenchError(f"pretrain: mim_loss_weight masks a ViT's patch tokens; "
+                                 f"{self.backbone!r} has none")
 
 
 def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
@@ -97,28 +109,67 @@ def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     return vit
 
 
-class TokenLabeledViT(nn.Module):
-    """A timm ViT plus a linear head on every patch token (LV-ViT's token labeling). Only
-    `vit` is shipped: the token head exists for the pretraining loss."""
+class AuxiliaryViT(nn.Module):
+    """A timm ViT plus the heads of its auxiliary pretraining losses: a linear head on every
+    patch token (LV-ViT's token labeling) and/or a mask token with a linear pixel head
+    (SimMIM). Only `vit` is shipped: the rest exists for the pretraining losses."""
 
-    def __init__(self, vit: nn.Module, num_classes: int) -> None:
+    def __init__(self, vit: nn.Module, num_classes: int, token_labeling: bool,
+                 masked_modelling: bool) -> None:
         super().__init__()
         self.vit = vit
-        self.token_head = nn.Linear(vit.embed_dim, num_classes)
+        self.token_head = nn.Linear(vit.embed_dim, num_classes) if token_labeling else None
+        self.mask_token = self.pixel_head = None
+        if masked_modelling:
+            self.patch = int(vit.patch_embed.patch_size[0])
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, vit.embed_dim))
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+            self.pixel_head = nn.Linear(vit.embed_dim, 3 * self.patch ** 2)
 
     def no_weight_decay(self) -> set[str]:
-        """The ViT's exemptions (position embedding, class token), so that timm's optimizer
-        groups are those of the plain pretraining."""
-        return {f"vit.{name}" for name in self.vit.no_weight_decay()}
+        """The ViT's exemptions (position embedding, class token) and the mask token, so that
+        timm's optimizer groups are those of the plain pretraining plus the new heads."""
+        return {f"vit.{name}" for name in self.vit.no_weight_decay()} | {"mask_token"}
 
-    def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-token logits `[B, K]` and patch-token logits `[B, n, K]`."""
+    def forward_with_tokens(self, images: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class-token logits `[B, K]` and patch-token logits `[B, n, K]` (None without
+        token labeling)."""
         features = self.vit.forward_features(images)
+        if self.token_head is None:
+            return self.vit.forward_head(features), None
         tokens = features[:, self.vit.num_prefix_tokens:]
         return self.vit.forward_head(features), self.token_head(tokens)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_with_tokens(images)[0]
+
+    def reconstruction_loss(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """SimMIM's loss: the masked tokens (`mask [B, n]`, True = masked) enter as the mask
+        token, and the mean absolute error of the pixels predicted for them."""
+        vit = self.vit
+        x = vit.patch_embed(images)
+        x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))  # forward_features' order
+        x = vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens:]
+        error = (self.pixel_head(x) - patch_pixels(images, self.patch)).abs()
+        return error[mask].mean()
+
+
+def patch_pixels(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """`[B, n, patch * patch * 3]`: each token's patch of `images [B, 3, H, W]`, tokens in the
+    patch embedding's row-major order."""
+    b, c = images.shape[:2]
+    tiles = images.unfold(2, patch, patch).unfold(3, patch, patch)  # [B, C, h, w, p, p]
+    return tiles.permute(0, 2, 3, 4, 5, 1).reshape(b, -1, patch * patch * c)
+
+
+def random_token_mask(batch: int, tokens: int, ratio: float, generator: torch.Generator
+                      ) -> torch.Tensor:
+    """bool `[batch, tokens]` with exactly `round(ratio * tokens)` True per row, uniformly
+    placed (SimMIM masks at random, independently per image)."""
+    ranks = torch.rand(batch, tokens, generator=generator).argsort(1).argsort(1)
+    return ranks < round(ratio * tokens)
 
 
 def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_classes: int
@@ -227,10 +278,13 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     init_from = load_earlier_pretraining(model, cfg) if cfg.init_from else None
     shipped = model  # the module whose weights are written
     teacher, teacher_info, grid = None, None, None
-    if cfg.token_teacher:
-        with torch.random.fork_rng():  # building the teacher and the token head leaves the
-            teacher, teacher_info = load_token_teacher(cfg, data.info, data.num_classes)
-            model = TokenLabeledViT(shipped, data.num_classes)  # RNG as the plain run's
+    masking = torch.Generator().manual_seed(cfg.seed + 1)  # MIM masks: their own stream
+    if cfg.token_teacher or cfg.mim_loss_weight:
+        with torch.random.fork_rng():  # building the teacher and the heads leaves the RNG
+            if cfg.token_teacher:      # as the plain run's
+                teacher, teacher_info = load_token_teacher(cfg, data.info, data.num_classes)
+            model = AuxiliaryViT(shipped, data.num_classes, token_labeling=teacher is not None,
+                                 masked_modelling=bool(cfg.mim_loss_weight))
         grid = tuple(shipped.patch_embed.dynamic_feat_size((cfg.image_size, cfg.image_size)))
     train_set = RecordDataset(data.train, build_transform(
         True, cfg.image_size, cfg.resize_size, IMAGENET_MEAN, IMAGENET_STD))
@@ -259,25 +313,34 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"])
+            masking.set_state(state["masking"])
             torch.set_rng_state(state["torch_rng"])
             start, history, spent = state["epoch"], state["history"], state["seconds"]
             logger.info("pretrain: resuming after epoch %d of %d", start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        losses, token_losses, hits, seen = [], [], 0, 0
+        losses, token_losses, mim_losses, hits, seen = [], [], [], 0, 0
         for step, (images, labels, _) in enumerate(train_loader):
             check_interrupt()  # a swallowed Ctrl-C or SIGTERM stops here
             scheduler.step_update(epoch * steps + step)
-            if teacher is None:
+            if model is shipped:
                 logits = model(images)
                 loss = loss_fn(logits, labels)
             else:
                 logits, token_logits = model.forward_with_tokens(images)
-                targets = teacher_token_targets(teacher, images, grid)
-                token_loss = -(targets * token_logits.log_softmax(dim=-1)).sum(-1).mean()
-                loss = loss_fn(logits, labels) + cfg.token_loss_weight * token_loss
-                token_losses.append(token_loss.item())
+                loss = loss_fn(logits, labels)
+                if teacher is not None:
+                    targets = teacher_token_targets(teacher, images, grid)
+                    token_loss = -(targets * token_logits.log_softmax(dim=-1)).sum(-1).mean()
+                    loss = loss + cfg.token_loss_weight * token_loss
+                    token_losses.append(token_loss.item())
+                if cfg.mim_loss_weight:
+                    mask = random_token_mask(len(images), grid[0] * grid[1],
+                                             cfg.mim_mask_ratio, masking)
+                    mim_loss = model.reconstruction_loss(images, mask)
+                    loss = loss + cfg.mim_loss_weight * mim_loss
+                    mim_losses.append(mim_loss.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -289,18 +352,22 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
                "seconds": time.perf_counter() - t0}
         if token_losses:  # the soft cross-entropy to the teacher, before its weight
             row["token_loss"] = float(np.mean(token_losses))
+        if mim_losses:  # the masked patches' mean absolute pixel error, before its weight
+            row["mim_loss"] = float(np.mean(mim_losses))
         if (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
             row["test_acc"] = _accuracy(model, test_loader)
         history.append(row)
         spent += row["seconds"]
+        parts = [f"{k.removesuffix('_loss')} {row[k]:.4f}" for k in ("token_loss", "mim_loss")
+                 if k in row]
         logger.info("pretrain epoch %d/%d: loss %.4f%s, train acc %.1f %%%s, %.0f s", epoch + 1,
-                    cfg.epochs, row["loss"],
-                    f" (token {row['token_loss']:.4f})" if "token_loss" in row else "",
+                    cfg.epochs, row["loss"], f" ({', '.join(parts)})" if parts else "",
                     row["train_acc"],
                     f", test acc {row['test_acc']:.1f} %" if "test_acc" in row else "",
                     row["seconds"])
         snapshot = {"recipe": recipe, "corpus": data.info, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                    "masking": masking.get_state(),
                     "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
                     "history": history, "seconds": spent}
         atomic_save(resume_path, lambda path, state=snapshot: torch.save(state, path))
