@@ -368,7 +368,8 @@ def test_random_token_masks_hide_exactly_the_ratio_per_image():
 
 def test_masked_image_modelling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_path):
     """mim_loss_weight: a masked second pass learns to predict the hidden patches; the mask
-    token and pixel head are not shipped, the loss falls, and the weights move."""
+    token and pixel head are not shipped, the loss falls, and the weights move. With token
+    labeling (row 42's stage) and without."""
     from safetensors.torch import load_file
 
     from wsolbench.config import apply_overrides
@@ -376,17 +377,22 @@ def test_masked_image_modelling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_
     from wsolbench.pretrain import PretrainConfig, pretrain
     from wsolbench.registry import get_plugin
 
+    _pretrain(tmp_path / "cnn.safetensors", tmp_path, backbone="smallcnn")
     _pretrain(tmp_path / "plain.safetensors", tmp_path)
     corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
         SynthPretrainConfig(), TINY_CORPUS))
     cfg = apply_overrides(PretrainConfig(), {**TINY_RECIPE, "epochs": "4",
-                                             "mim_loss_weight": "1.0"})
+                                             "mim_loss_weight": "1.0",
+                                             "token_teacher": str(tmp_path / "cnn.safetensors")})
     manifest = pretrain(cfg, corpus, tmp_path / "mim.safetensors", threads=1)
     assert manifest["recipe"]["mim_loss_weight"] == 1.0
     assert manifest["recipe"]["mim_mask_ratio"] == 0.5
     mim = [row["mim_loss"] for row in manifest["history"]]
     assert len(mim) == 4 and mim[-1] < mim[0]
-    assert all("token_loss" not in row for row in manifest["history"])
+    assert all("token_loss" in row for row in manifest["history"])
+    alone = pretrain(apply_overrides(cfg, {"token_teacher": "", "epochs": "1"}), corpus,
+                     tmp_path / "mim-alone.safetensors", threads=1)
+    assert "mim_loss" in alone["history"][0] and "token_loss" not in alone["history"][0]
     plain = load_file(str(tmp_path / "plain.safetensors"))
     masked = load_file(str(tmp_path / "mim.safetensors"))
     assert masked.keys() == plain.keys()  # timm keys: no mask token, no pixel head

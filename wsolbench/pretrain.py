@@ -192,8 +192,8 @@ def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_cla
     if manifest.get("corpus") != json.loads(json.dumps(corpus_info)):  # tuples as JSON lists
         raise WsolbenchError(f"pretrain: token_teacher={path} was pretrained on another "
                              "corpus; its classes are not this corpus's")
-    teacher = build_classifier(dataclasses.replace(cfg, backbone="smallcnn", token_teacher=""),
-                               num_classes)
+    cnn = dataclasses.replace(cfg, backbone="smallcnn", token_teacher="", mim_loss_weight=0.0)
+    teacher = build_classifier(cnn, num_classes)
     missing, unexpected = teacher.load_state_dict(load_file(str(path)), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # never shipped
     if missing or unexpected:
