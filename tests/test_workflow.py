@@ -43,6 +43,11 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     if config == "paper.yaml":  # nothing of the default config leaks into a given one
         assert not any("synth" in c for c in commands)
         assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)
+    # The baseline maps use neither seed nor method: one method's first seed scores them,
+    # per dataset, in each of its candidates (CAM's 4 in the default config, 1 in paper.yaml).
+    scoring = [c for c in commands if "--no-baselines" not in c]
+    assert len(scoring) == (8 if config == "config.yaml" else 2), scoring
+    assert all("--method cam" in c and "--seed 0" in c for c in scoring), scoring
     stats = done.stdout[done.stdout.index("Job stats"):]
     assert f"run                {runs}" in stats
     for rule in ("prepare_data", "tables", "figures", "summary"):
@@ -157,6 +162,17 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
         assert rows.heldout_maxboxacc_v2.max() == rows[rows.selected].heldout_maxboxacc_v2.item()
         cam_keys = set(runs[(runs.dataset == dataset) & (runs.method == "cam")].run_key)
         assert cam_keys == {record["selected_run_key"]}
+    # `baselines: first_run` (the default): CAM's first seed scores them in both candidates,
+    # TRT never; every table still has one copy per (dataset, baseline).
+    for dataset in ("synth-cub", "synth-imagenet"):
+        for path in (results / "runs" / dataset).glob("*/*/*/results.json"):
+            scored = bool(json.loads(path.read_text())["metrics"].get("baselines"))
+            method, seed = path.parts[-4], path.parts[-2]
+            assert scored == (method == "cam" and seed == "0"), path
+        table = runs[runs.dataset == dataset]
+        assert set(table[table.method.str.startswith("baseline:")].method) == {
+            f"baseline:{b}" for b in ("whole_image", "centre_gaussian", "saturation",
+                                      "local_contrast", "head_only")}, table.method.unique()
     summary = json.loads((results / "summary.json").read_text())
 
     import mlflow

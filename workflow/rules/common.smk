@@ -80,10 +80,25 @@ def run_args(wildcards):
     if dataset.get("first_box_only"):
         args.append("--first-box-only")
     args += [f"--protocol {shlex.quote(name)}" for name in EVAL.get("protocols", [])]
-    baselines = EVAL.get("baselines", "first_seed")
-    if baselines == "none" or (baselines == "first_seed" and int(wildcards.seed) != SEEDS[0]):
+    if not scores_baselines(wildcards.method, int(wildcards.seed)):
         args.append("--no-baselines")
     return " ".join(a for a in args if a)
+
+
+def scores_baselines(method, seed):
+    """Whether this run job scores the baselines (`evaluation.baselines`). The baseline
+    maps use neither the seed nor the method, so the tables keep one copy per (dataset,
+    baseline, seed) whichever run scored it (wsolbench.tables.collect_runs). `first_run`
+    scores them once per dataset: in the first seed of one method — the first of
+    `explainers.explain` that is trained here, so the explainer tables show them too, else
+    the first method — and in each of its search candidates, since whichever the search
+    selects fills the tables. `first_seed` scores them in every method's first seed."""
+    mode = EVAL.get("baselines", "first_run")
+    if mode == "all":
+        return True
+    if mode == "none" or seed != SEEDS[0]:
+        return False
+    return mode == "first_seed" or method == BASELINE_METHOD
 
 
 # Each (dataset, method)'s candidates: (run key, method entry) per point of its `search:`
@@ -194,6 +209,8 @@ def csv_list(values):
 EXPLAINERS = (config.get("explainers") or {}).get("methods", [])
 EXPLAINED = (config.get("explainers") or {}).get("explain", [])
 EXPLAIN_DATASETS = (config.get("explainers") or {}).get("datasets", [])
+# The method whose first-seed runs score the baselines under `baselines: first_run`.
+BASELINE_METHOD = next((m for m in EXPLAINED if m in METHODS), METHODS[0])
 _EXPLAINER_KEYS = {}  # (dataset, explainer, method, trained run key) -> explainer run key
 
 
