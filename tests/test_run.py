@@ -190,6 +190,8 @@ def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+    # Refused before any work: no dataset was generated into the results folder.
+    assert not (tmp_path / "data").exists(), list(tmp_path.iterdir())
 
 
 @pytest.mark.slow  # an end-to-end run

@@ -54,7 +54,7 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from wsolbench.engine import resolve_device
+    from wsolbench.engine import read_checkpoint, resolve_device
     from wsolbench.fileio import sha256_file
     from wsolbench.runner import load_trained
     from wsolbench.suite import evaluate_model
@@ -62,9 +62,10 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
     classes = explainer_classes(explainers)
     check_writable_dir(opts.results_dir)
     device = resolve_device(opts.device)
+    ckpt = read_checkpoint(checkpoint)  # a wrong path fails before the dataset is built
     data = load_dataset(opts)
     check_splits(data)
-    trained, ckpt = load_trained(checkpoint, data.num_classes)
+    trained, ckpt = load_trained(checkpoint, data.num_classes, ckpt)
     seed = int(ckpt.get("seed", opts.seed))
     digest = sha256_file(checkpoint)
     source_config = json_config(trained.config)

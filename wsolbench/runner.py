@@ -307,12 +307,13 @@ def evaluation_dir(opts: RunOptions, checkpoint: Path, dataset: str) -> Path:
     return opts.results_dir / "evaluations" / name / dataset
 
 
-def load_trained(checkpoint: Path, num_classes: int):
+def load_trained(checkpoint: Path, num_classes: int, ckpt: dict[str, Any] | None = None):
     """`(method, checkpoint dict)`: the method plugin a wsolbench checkpoint names, built from
-    its saved config and loaded with its weights."""
+    its saved config and loaded with its weights. `ckpt`: the file already read (callers
+    read it before loading a dataset, so a wrong path fails before any data work)."""
     from wsolbench.engine import load_checkpoint, read_checkpoint
 
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
     if "method" not in ckpt or "config" not in ckpt:
         raise WsolbenchError(f"{checkpoint}: not a wsolbench checkpoint (no method/config)")
     method_cls = get_plugin("methods", ckpt["method"])
@@ -358,12 +359,13 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
     `evaluation_dir`); `out` names another path for the results file.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from wsolbench.engine import resolve_device
+    from wsolbench.engine import read_checkpoint, resolve_device
 
     device = resolve_device(opts.device)
+    ckpt = read_checkpoint(checkpoint)  # a wrong path fails before the dataset is built
     data = load_dataset(opts)
     check_splits(data)
-    method, ckpt = load_trained(checkpoint, data.num_classes)
+    method, ckpt = load_trained(checkpoint, data.num_classes, ckpt)
     out_dir = Path(out_dir) if out_dir else evaluation_dir(opts, checkpoint, data.name)
     if out_dir.resolve() == Path(checkpoint).resolve().parent:
         raise WsolbenchError(f"{out_dir}: that is the evaluated run's own folder; evaluation "

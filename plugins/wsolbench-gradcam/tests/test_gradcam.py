@@ -114,6 +114,16 @@ def test_a_misnamed_layer_and_a_trained_method_are_one_line_errors(trained, tmp_
     assert done.returncode == 2 and "wsolbench explain --checkpoint" in done.stderr
 
 
+def test_a_missing_checkpoint_is_refused_before_any_data_work(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "wsolbench", "explain", "--checkpoint",
+                           str(tmp_path / "nope.pt"), "--method", "gradcam",
+                           "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"checkpoint not found: {tmp_path / 'nope.pt'}" in done.stderr
+    assert not (tmp_path / "data").exists()  # the default dataset was not generated
+
+
 def test_tables_put_explainers_beside_the_trained_methods(trained, tmp_path,
                                                          explain_options):
     from wsolbench.explain import explain_checkpoint
