@@ -13,7 +13,8 @@ import yaml
 
 from tests.conftest import default_workflow_config
 
-pytestmark = pytest.mark.slow  # every test runs Snakemake in a subprocess (3-50 s each)
+# Tests that run Snakemake in a subprocess (10-300 s each) are marked slow; the config
+# checks run the Snakefile's own two checks in-process (milliseconds after one import).
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -25,6 +26,7 @@ def snakemake(*args, cwd, timeout=600):
                           text=True, env=ENV, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_lint_is_clean(tmp_path):
     done = snakemake("--lint", "--configfile", str(ROOT / "config/config.yaml"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -33,6 +35,7 @@ def test_lint_is_clean(tmp_path):
 
 # The default config gives every method 4 candidates (x 3 seeds x 2 datasets x 3 methods);
 # paper.yaml runs one recipe per method.
+@pytest.mark.slow
 @pytest.mark.parametrize("config,runs", [("config.yaml", 72), ("paper.yaml", 18)])
 def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     done = snakemake("-n", "-p", "--cores", "2", "all", "--configfile",
@@ -56,20 +59,60 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     assert (f"select              {selects}" in stats) == bool(selects), stats
 
 
+def snakefile_checks(config: dict) -> str:
+    """The message the Snakefile's two config checks stop with — the JSON schema
+    (`snakemake.utils.validate`), then `check_workflow_config` — or "" if both pass. The
+    Snakefile calls exactly these two; `test_dry_run_stops_on_a_bad_config` checks that
+    `snakemake -n` does, for one error of each kind."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.workflow_check import check_workflow_config
+
+    try:
+        validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+        check_workflow_config(config)
+    except (WorkflowError, WsolbenchError) as exc:
+        return str(exc)
+    return ""
+
+
+def test_the_shipped_configs_pass_the_checks():
+    for name in ("config.yaml", "paper.yaml"):
+        assert snakefile_checks(yaml.safe_load((ROOT / "config" / name).read_text())) == ""
+
+
 @pytest.mark.parametrize("change,message", [
     ({"seeds": ["zero"]}, "'zero' is not of type 'integer'"),
     ({"protocols": ["paper", "best-on-test"]}, "'best-on-test' is not one of"),
     ({"methods": {"cam": {"epochs": 3}}}, "Additional properties are not allowed ('epochs'"),
-    ({"tables": {"cub": "nope"}}, "config tables.cub: dataset 'nope' is not under `datasets:`"),
 ])
-def test_schema_rejects_bad_config_with_a_clear_message(tmp_path, change, message):
+def test_schema_rejects_bad_config_with_a_clear_message(change, message):
     config = default_workflow_config()
     config.update(change)
+    assert message in snakefile_checks(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,message", [
+    # the schema's check
+    (lambda c: c.update({"seeds": ["zero"]}), "'zero' is not of type 'integer'"),
+    # the plugins' check (wsolbench.workflow_check)
+    (lambda c: _rename(c["methods"], "trt", "trtt"),
+     "config methods.trtt.set (for dataset 'synth-cub'): unknown method 'trtt'; did you mean"),
+    # the rules' own (workflow/rules/common.smk)
+    (lambda c: c.update({"tables": {"cub": "nope"}}),
+     "config tables.cub: dataset 'nope' is not under `datasets:`"),
+])
+def test_dry_run_stops_on_a_bad_config(tmp_path, change, message):
+    config = default_workflow_config()
+    change(config)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     done = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
                      cwd=tmp_path)
     assert done.returncode != 0
-    assert message in done.stdout + done.stderr
+    assert message in done.stdout + done.stderr, (done.stdout + done.stderr)[-2000:]
 
 
 def _rename(mapping: dict, old: str, new: str) -> None:
@@ -98,16 +141,12 @@ def _rename(mapping: dict, old: str, new: str) -> None:
     (lambda c: c["methods"]["cam"].update({"search": {"lr": []}}),
      "[] should be non-empty"),
 ])
-def test_dry_run_knows_the_plugins_names_keys_and_values(tmp_path, change, message):
+def test_config_check_knows_the_plugins_names_keys_and_values(change, message):
     """`snakemake -n` checks the config with the code `wsolbench run` uses: a typo'd name,
     key or value stops it with the offending key, before any job."""
     config = default_workflow_config()
     change(config)
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    done = snakemake("-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
-                     cwd=tmp_path)
-    assert done.returncode != 0
-    assert message in done.stdout + done.stderr, (done.stdout + done.stderr)[-2000:]
+    assert message in snakefile_checks(config)
 
 
 def tiny_config(results: Path) -> dict:
@@ -130,6 +169,7 @@ def tiny_config(results: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     results = tmp_path / "results"
     config = tiny_config(results)
