@@ -91,3 +91,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     handed out last makes one worker finish minutes after the other; started first, it
     overlaps the many short ones (longest-first scheduling)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `-n` without an explicit `--dist`, xdist's work-stealing scheduler instead of its
+    default `load`: `load` hands each worker a consecutive block of the sorted tests first,
+    so with the slow tests sorted first one worker got nearly all of them (xdist sends each
+    worker a block of a quarter of its share: 44 tests here); work stealing lets an idle
+    worker take half of the other's remaining queue (docs in the README's test section)."""
+    if config.getoption("dist") != "load":
+        return None  # the user's own --dist choice
+    from xdist.scheduler import WorkStealingScheduling
+
+    return WorkStealingScheduling(config, log)
