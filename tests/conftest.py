@@ -94,13 +94,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Under `-n` without an explicit `--dist`, xdist's work-stealing scheduler instead of its
-    default `load`: `load` hands each worker a consecutive block of the sorted tests first,
+    """Under `-n` with xdist's default `--dist load` (given or not: the two look alike here),
+    its work-stealing scheduler instead: `load` hands each worker a consecutive block of the sorted tests first,
     so with the slow tests sorted first one worker got nearly all of them (xdist sends each
     worker a block of a quarter of its share: 44 tests here); work stealing lets an idle
     worker take half of the other's remaining queue (docs in the README's test section)."""
     if config.getoption("dist") != "load":
-        return None  # the user's own --dist choice
+        return None  # another --dist the user chose (loadfile, loadscope, ...)
     from xdist.scheduler import WorkStealingScheduling
 
     return WorkStealingScheduling(config, log)
