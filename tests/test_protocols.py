@@ -11,6 +11,7 @@ from wsolbench.protocols.pxap import PxAP
 from wsolbench.boxes import (
     best_iou_per_threshold,
     contour_boxes,
+    foreground_bounds,
     iou_matrix,
     scale_boxes_official,
     scale_boxes_wsolevaluation,
@@ -294,6 +295,43 @@ def test_largest_contour_sweep_equals_a_literal_per_tau_trace(clip):
                                      empty_box=(0, 0, 1, 1))
         np.testing.assert_array_equal(
             got, _literal_largest_contour_ious(u8, thresholds, gt, clip, (0, 0, 1, 1)))
+
+
+def test_foreground_bounds_are_the_rectangle_of_the_pixels_above_each_level():
+    rng = np.random.default_rng(5)
+    for raw in _random_maps(rng, 40) + [np.zeros((7, 9)), np.ones((3, 3))]:
+        u8 = quantize(scoremap_wsolevaluation(raw, 37))
+        levels = np.arange(256)
+        got = foreground_bounds(u8, levels)
+        for t in levels:
+            ys, xs = np.nonzero(u8 > t)
+            if len(xs):
+                assert got[t].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+            else:
+                assert got[t, 0] == u8.shape[1]
+
+
+def test_a_window_around_the_foreground_traces_the_same_contours_as_the_whole_map():
+    """Every contour box, in OpenCV's order, and the largest contour's: the window only
+    narrows the scan (foreground on the map's edges, holes and several blobs included)."""
+    rng = np.random.default_rng(9)
+    edge = np.zeros((30, 30), np.uint8)
+    edge[0:5, 25:30], edge[10:20, 0:3], edge[12:15, 12:15] = 200, 120, 90
+    maps = [quantize(scoremap_wsolevaluation(m, 60)) for m in _random_maps(rng, 40)] + [edge]
+    traced = 0
+    for u8 in maps:
+        levels = np.unique(u8)
+        for t, window in zip(levels.tolist(), foreground_bounds(u8, levels).tolist()):
+            if window[0] >= u8.shape[1]:
+                assert not (u8 > t).any()
+                continue
+            for largest_only in (False, True):
+                whole = contour_boxes(u8, t, largest_only=largest_only, clip=True)
+                windowed = contour_boxes(u8, t, largest_only=largest_only, clip=True,
+                                         window=window)
+                assert windowed.tolist() == whole.tolist()
+            traced += 1
+    assert traced > 1000  # many levels, not a handful
 
 
 def test_one_batch_equals_many_batches_equals_merged_shards():
