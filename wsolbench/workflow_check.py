@@ -30,6 +30,11 @@ def check_workflow_config(config: dict[str, Any]) -> None:
     from wsolbench.registry import get_plugin
     from wsolbench.resolve import resolve_method_config
 
+    search_seeds = config.get("search_seeds", len(config["seeds"]))
+    if search_seeds > len(config["seeds"]):
+        raise WsolbenchError(f"config search_seeds: {search_seeds} is more than the "
+                             f"{len(config['seeds'])} seeds of `seeds:`")
+
     for name, entry in config["datasets"].items():
         where = f"config datasets.{name}"
         try:

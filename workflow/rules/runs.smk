@@ -47,9 +47,10 @@ rule run:
 
 checkpoint select:
     """A method's hyperparameters chosen on train-fullsup (`wsolbench select`): of its
-    `search:` grid, the candidate with the highest mean MaxBoxAccV2 over the seeds on the
-    held-out split (wsolevaluation's protocol; docs/search.md). A checkpoint: the tables,
-    figures and explainers read which run key it chose."""
+    `search:` grid, the candidate with the highest mean MaxBoxAccV2 over the search seeds
+    on the held-out split (wsolevaluation's protocol; docs/search.md). A checkpoint: the
+    tables, figures and explainers read which run key it chose, and ask for its runs of
+    the remaining seeds."""
     input:
         lambda wc: candidate_files(wc.dataset, wc.method),
     output:
@@ -60,7 +61,7 @@ checkpoint select:
         results=lambda wc, input: results_dir_of(input[0]),
         run_keys=lambda wc: " ".join(f"--run-key {key}"
                                      for key, _ in CANDIDATES[wc.dataset, wc.method]),
-        seeds=csv_list(SEEDS),
+        seeds=csv_list(SEARCH_SEEDS),
     conda:
         "../envs/wsolbench.yaml"
     threads: 1
