@@ -11,7 +11,13 @@ import pytest
 
 from tests.conftest import default_workflow_config
 from wsolbench.errors import InputFileError, WsolbenchError
-from wsolbench.search import read_selection, search_candidates, select_candidate, selection_table
+from wsolbench.search import (
+    read_selection,
+    search_candidates,
+    select_candidate,
+    selection_markdown,
+    selection_table,
+)
 
 
 def test_a_grid_expands_to_its_points_in_order_over_the_entrys_set():
@@ -130,6 +136,10 @@ def test_select_command_writes_the_record_and_tables_read_it(tmp_path, monkeypat
     assert list(table.selected) == [False, True, False]
     assert table.loc[1, "heldout_maxboxacc_v2"] == 60.0 and table.loc[1, "heldout_std"] == 0.0
     assert table.loc[2, "test_std"] == pytest.approx(pd.Series([70.0, 71.0]).std())
+    assert "every candidate ran 2 seeds (the search seeds" in selection_markdown(table)
+    one_seed = select_candidate(tmp_path, "synth-cub", "cam", ["synth-a", "synth-b"], [0])
+    assert "every candidate ran 1 seed (the search seeds" in selection_markdown(
+        selection_table([one_seed]))
 
 
 def test_select_command_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch,

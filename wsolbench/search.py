@@ -144,9 +144,13 @@ def selection_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def selection_markdown(table: pd.DataFrame) -> str:
     """The search as a Markdown table (selected rows in bold), with what it means."""
-    intro = ("Hyperparameter search: every candidate ran every seed; the selected one has the "
-             "highest mean MaxBoxAccV2 on train-fullsup (test shown for the record, never "
-             "used to choose).")
+    counts = sorted({int(n) for n in table.seeds})
+    ran = (f"{counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1
+           else f"{' or '.join(map(str, counts))} seeds")
+    intro = (f"Hyperparameter search: every candidate ran {ran} (the search seeds; mean ± std "
+             "over them below); the selected one has the highest mean MaxBoxAccV2 on "
+             "train-fullsup (test shown for the record, never used to choose), and the "
+             "tables show every seed of it.")
     lines = [intro, "", "| dataset | method | settings | train-fullsup | test | selected |",
              "|---|---|---|---|---|---|"]
     for row in table.itertuples():
