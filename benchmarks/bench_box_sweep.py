@@ -83,14 +83,18 @@ def fast_best_ious(u8: np.ndarray, thresholds: np.ndarray, gt: np.ndarray) -> np
                                   empty_box=EMPTY_BOX_OFFICIAL)
 
 
-def timed(fn, repeats: int) -> tuple[float, list[np.ndarray]]:
-    """Median seconds of `repeats` calls, and the last call's result."""
-    times = []
+def timed(fns: dict, repeats: int) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """Median seconds of `repeats` calls of each function, and each one's last result. The
+    calls interleave (one of each per round), so a drift in the machine's speed (a shared
+    host) weighs on every variant alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    results = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 def main() -> None:
@@ -107,12 +111,13 @@ def main() -> None:
         boxes = boxes[:len(maps)]
     protocol = LocAcc(curve_step=0.01)  # the paper protocol's grid
     sweep(maps[:2], boxes[:2], size, protocol, fast_best_ious)  # JIT warm-up, not timed
-    base_s, expected = timed(lambda: sweep(maps, boxes, size, protocol,
-                                           straightforward_best_ious), args.repeats)
-    whole_s, whole = timed(lambda: sweep(maps, boxes, size, protocol, whole_map_best_ious),
-                           args.repeats)
-    fast_s, got = timed(lambda: sweep(maps, boxes, size, protocol, fast_best_ious),
-                        args.repeats)
+    seconds, results = timed({
+        name: (lambda best_ious=best_ious: sweep(maps, boxes, size, protocol, best_ious))
+        for name, best_ious in (("straightforward", straightforward_best_ious),
+                                ("whole", whole_map_best_ious), ("fast", fast_best_ious))},
+        args.repeats)
+    base_s, whole_s, fast_s = seconds["straightforward"], seconds["whole"], seconds["fast"]
+    expected, whole, got = results["straightforward"], results["whole"], results["fast"]
     same = all(np.array_equal(a, b) and np.array_equal(a, c)
                for a, b, c in zip(expected, whole, got))
     per_image = len(maps) / 1e3
