@@ -178,7 +178,9 @@ def tiny_config(results: Path) -> dict:
                      "synth-imagenet": {"data_set": {**tiny, "num_classes": 3}}},
         "methods": {"cam": {"set": {**fast, "width": 16, "init_weights": ""}},
                     "trt": {"set": {**fast, "stage2_epochs": 1}}},
-        "explainers": {"methods": ["gradcam", "eigencam"], "explain": ["cam", "trt"],
+        # One explainer: the workflow's wiring is what this checks; every explainer's own
+        # path is tested in plugins/wsolbench-gradcam/tests.
+        "explainers": {"methods": ["gradcam"], "explain": ["cam", "trt"],
                        "datasets": ["synth-cub"]},
     }
 
@@ -293,7 +295,7 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "rule run:" not in done.stdout + done.stderr
     table = (results / "tables/explainers/synth-cub/table2.md").read_text()
-    for row in ("Grad-CAM (CAM)", "EigenCAM (CAM)", "Grad-CAM (TRT)", "EigenCAM (TRT)"):
+    for row in ("Grad-CAM (CAM)", "Grad-CAM (TRT)"):
         assert row in table, row
     boot = pd.read_csv(results / "tables/explainers/synth-cub/bootstrap.csv")
     assert {"gradcam@cam", "trt"} <= set(boot.method_a) | set(boot.method_b)
