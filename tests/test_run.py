@@ -176,14 +176,13 @@ def _cli(*args, cwd=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
-    (["run", "--method", "camm"], "did you mean 'cam'"),
-    (["run", "--method", "cam", "--dataset", "cubb"], "did you mean 'cub'"),
+    # Misspelt method and dataset names, a missing checkpoint:
+    # test_a_misspelt_name_or_path_is_answered_before_torch_is_imported
     (["run", "--method", "cam", "--dataset", "cub"], "needs --data-root"),
     (["run", "--method", "cam", "--dataset", "cub", "--data-root", "/nonexistent"],
      "dataset root not found: /nonexistent"),
     (["run", "--method", "cam", "--set", "lrr=0.1", "--data-set", "num_classes=2"],
      "did you mean 'lr'"),
-    (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     out = _cli(*args, "--results-dir", str(tmp_path), cwd=tmp_path)
@@ -192,6 +191,30 @@ def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in out.stderr
     # Refused before any work: no dataset was generated into the results folder.
     assert not (tmp_path / "data").exists(), list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--method", "camm"], "unknown method 'camm'; did you mean 'cam'"),
+    (["run", "--method", "cam", "--dataset", "cubb"],
+     "unknown dataset 'cubb'; did you mean 'cub'"),
+    (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found: /nonexistent.pt"),
+])
+def test_a_misspelt_name_or_path_is_answered_before_torch_is_imported(args, message,
+                                                                      tmp_path):
+    """A typo costs a second, not the seconds torch, torchvision, timm and MLflow take to
+    import: names are checked against the entry points, and paths, first."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules,"
+            " file=sys.stderr))\n"
+            "from wsolbench.cli import main\n"
+            "sys.argv = ['wsolbench', *sys.argv[1:]]\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code, *args, "--results-dir",
+                          str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert "torch imported: False" in out.stderr, out.stderr
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow  # an end-to-end run

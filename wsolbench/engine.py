@@ -32,7 +32,7 @@ from wsolbench.data.records import Record
 from wsolbench.data.torch_dataset import RecordDataset, build_transform
 from wsolbench.distributed import DistContext, EpochShardSampler
 from wsolbench.errors import WsolbenchError
-from wsolbench.fileio import atomic_save
+from wsolbench.fileio import atomic_save, require_checkpoint
 from wsolbench.interrupt import check as check_interrupt
 from wsolbench.method import WSOLMethod
 
@@ -91,9 +91,7 @@ def checkpoint_payload(method: WSOLMethod, state: TrainState, optimizer: torch.o
 def read_checkpoint(path: Path | str, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint written by `train`, or a clear error naming the file. `mmap`: map the
     tensors instead of reading them (to look at the config and history of a large file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WsolbenchError(f"checkpoint not found: {path}")
+    path = require_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as exc:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from wsolbench.errors import WsolbenchError
-from wsolbench.fileio import atomic_write_json
+from wsolbench.fileio import atomic_write_json, require_checkpoint
 from wsolbench.options import RunOptions, check_writable_dir
 from wsolbench.provenance import git_commit, package_versions
-from wsolbench.registry import get_plugin
+from wsolbench.registry import entry_point, get_plugin
 from wsolbench.resolve import check_splits, dataset_config, load_dataset
 from wsolbench.runpaths import RunPaths, run_key
 
@@ -54,13 +54,17 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The output folder, the names and the path fail before torch is imported.
+    check_writable_dir(opts.results_dir)
+    for name in explainers:
+        entry_point("methods", name)
+    require_checkpoint(checkpoint)
     from wsolbench.engine import read_checkpoint, resolve_device
     from wsolbench.fileio import sha256_file
     from wsolbench.runner import load_trained
     from wsolbench.suite import evaluate_model
 
     classes = explainer_classes(explainers)
-    check_writable_dir(opts.results_dir)
     device = resolve_device(opts.device)
     ckpt = read_checkpoint(checkpoint)  # a wrong path fails before the dataset is built
     data = load_dataset(opts)

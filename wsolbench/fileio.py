@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from wsolbench.errors import WsolbenchError
+
 # Temporary files older than this process cannot be its own: a killed writer left them.
 _PROCESS_START = time.time()
 
@@ -127,3 +129,12 @@ def sha256_file(path: Path | str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def require_checkpoint(path: Path | str) -> Path:
+    """`path` if it is a file, else the one-line error of every command given a missing
+    checkpoint. Free of torch, so commands check the path before importing it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsolbenchError(f"checkpoint not found: {path}")
+    return path

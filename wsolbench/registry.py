@@ -44,20 +44,27 @@ def list_plugins(kind: str, pattern: str = "*") -> list[str]:
     return sorted(n for n in _entry_points(kind) if fnmatch.fnmatchcase(n, pattern))
 
 
-def get_plugin(kind: str, name: str) -> Any:
-    """Import and return the object an entry point names (a class or factory)."""
+def entry_point(kind: str, name: str) -> EntryPoint:
+    """The entry point registered as `name`, not yet imported: an unknown name fails here,
+    with the closest known names, before any plugin module (and torch) is imported."""
     eps = _entry_points(kind)
     if name not in eps:
         close = difflib.get_close_matches(name, list(eps), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(eps)) or "none installed"
         raise WsolbenchError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known})")
+    return eps[name]
+
+
+def get_plugin(kind: str, name: str) -> Any:
+    """Import and return the object an entry point names (a class or factory)."""
+    ep = entry_point(kind, name)
     try:
-        return eps[name].load()
+        return ep.load()
     except WsolbenchError:
         raise
     except Exception as exc:  # a broken third-party plugin: name it, not a deep traceback
-        raise WsolbenchError(f"{kind[:-1]} {name!r} (entry point {eps[name].value!r}) failed "
+        raise WsolbenchError(f"{kind[:-1]} {name!r} (entry point {ep.value!r}) failed "
                              f"to load: {type(exc).__name__}: {exc}") from None
 
 

@@ -21,11 +21,11 @@ from typing import Any
 from wsolbench import __version__
 from wsolbench.config import flatten
 from wsolbench.errors import WsolbenchError
-from wsolbench.fileio import atomic_write_json, atomic_write_text
+from wsolbench.fileio import atomic_write_json, atomic_write_text, require_checkpoint
 from wsolbench.numbers import read_numbers
 from wsolbench.options import TEST_SELECTION_NOTE, RunOptions, check_writable_dir
 from wsolbench.provenance import git_commit, git_tags, package_versions, run_fingerprint
-from wsolbench.registry import get_plugin
+from wsolbench.registry import entry_point, get_plugin
 from wsolbench.resolve import check_splits, load_dataset, resolve_method_config, run_paths
 from wsolbench.suite import (
     checkpoint_scorer,
@@ -97,6 +97,11 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     Under torchrun every rank calls this: ranks train together (DDP) and evaluate their
     shard; rank 0 alone writes files and MLflow and returns the results (others: `{}`).
     """
+    # The output folder and the names fail before torch is imported (seconds on a CPU), so a
+    # typo is answered at once.
+    check_writable_dir(opts.results_dir)
+    entry_point("methods", opts.method)
+    entry_point("datasets", opts.dataset)
     from wsolbench import distributed
 
     ctx = distributed.init(opts.device)
@@ -123,9 +128,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
-    # Names, presets, overrides and the output folder fail fast, before a dataset is read
-    # or generated.
-    check_writable_dir(opts.results_dir)
+    # Presets and overrides fail fast too, before a dataset is read or generated.
     get_plugin("datasets", opts.dataset)
     method_cls, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
                                                     opts.overrides)
@@ -359,6 +362,7 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
     `evaluation_dir`); `out` names another path for the results file.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    require_checkpoint(checkpoint)  # before torch is imported: a wrong path fails at once
     from wsolbench.engine import read_checkpoint, resolve_device
 
     device = resolve_device(opts.device)
