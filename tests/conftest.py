@@ -87,10 +87,11 @@ def run_dir_of(results_dir: Path, dataset: str, method: str, seed: int = 0) -> P
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (stable otherwise): under `-n auto` a long end-to-end test that is
-    handed out last makes one worker finish minutes after the other; started first, it
-    overlaps the many short ones (longest-first scheduling)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The `longest` tests first, then the other slow ones (stable otherwise): under `-n auto`
+    a long end-to-end test that is handed out last makes one worker finish minutes after the
+    other; started first, it overlaps the many short ones (longest-first scheduling)."""
+    items.sort(key=lambda item: (item.get_closest_marker("longest") is None,
+                                 item.get_closest_marker("slow") is None))
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -120,8 +120,10 @@ def test_a_fresh_rerun_closes_the_killed_attempts_run(tmp_path, tiny_synth, tiny
     _kill_after_first_checkpoint(job, results, signal.SIGKILL)
     _, runs = _runs(results)
     assert {r.info.status for r in runs} == {"RUNNING"}  # what kill -9 leaves behind
+    # The same command again, without --resume (one torch thread, as the killed attempt:
+    # two on a shared 2-core machine ran several times slower).
     done = subprocess.run([sys.executable, "-m", "wsolbench",
-                           *_tiny_trt_args(results, tiny_synth_dir)[:-1], "2"],
+                           *_tiny_trt_args(results, tiny_synth_dir)],
                           capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     _, runs = _runs(results)

@@ -186,6 +186,7 @@ def tiny_config(results: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     results = tmp_path / "results"
     config = tiny_config(results)
@@ -306,6 +307,7 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_a_killed_run_job_is_redone_by_the_plain_command(tmp_path):
     """Snakemake killed hard mid-job (OOM killer, a node lost) leaves incomplete markers. After
     `--unlock` (Snakemake's own step for a lock left by a kill), the plain command redoes the

@@ -95,23 +95,31 @@ def test_hooks_are_released_and_no_gradient_is_left(trained):
     torch.testing.assert_close(out.logits, method(images).detach())
 
 
+def _wsolbench_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The `wsolbench` console entry point in-process (the script's own `main`, so the exit
+    status and stderr are what a user sees, without a second torch import)."""
+    from wsolbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["wsolbench", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
 def test_a_misnamed_layer_and_a_trained_method_are_one_line_errors(trained, tmp_path,
-                                                                  tiny_data_args):
+                                                                  tiny_data_args, monkeypatch,
+                                                                  capsys):
     _, data, checkpoints = trained
-    base = [sys.executable, "-m", "wsolbench", "explain", "--checkpoint",
-            str(checkpoints["cam"]), "--dataset", "synth-cub", "--data-root", str(data),
-            "--results-dir", str(tmp_path),
-            *tiny_data_args]
+    base = ["explain", "--checkpoint", str(checkpoints["cam"]), "--dataset", "synth-cub",
+            "--data-root", str(data), "--results-dir", str(tmp_path), *tiny_data_args]
     for extra, message in (
             (["--method", "gradcam", "--layer", "featurs.9"], "has no module 'featurs.9'"),
             (["--method", "cam"], "a trained method, not a post-hoc explainer")):
-        done = subprocess.run([*base, *extra], capture_output=True, text=True, check=False)
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr and "Traceback" not in done.stderr
-    done = subprocess.run([sys.executable, "-m", "wsolbench", "run", "--method", "gradcam",
-                           "--dataset", "synth-cub", "--results-dir", str(tmp_path)],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "wsolbench explain --checkpoint" in done.stderr
+        code, err = _wsolbench_main(monkeypatch, capsys, *base, *extra)
+        assert code == 2 and message in err and "Traceback" not in err, err
+    code, err = _wsolbench_main(monkeypatch, capsys, "run", "--method", "gradcam", "--dataset",
+                                "synth-cub", "--results-dir", str(tmp_path))
+    assert code == 2 and "wsolbench explain --checkpoint" in err, err
 
 
 def test_a_missing_checkpoint_is_refused_before_any_data_work(tmp_path):
