@@ -86,6 +86,19 @@ def run_dir_of(results_dir: Path, dataset: str, method: str, seed: int = 0) -> P
     return found[0]
 
 
+def console_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`wsolbench ARGS` through the console entry point's own `main`, in-process: the exit
+    status and stderr a user sees, without starting a Python that imports torch again."""
+    import sys
+
+    from wsolbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["wsolbench", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The `longest` tests first, then the other slow ones (stable otherwise): under `-n auto`
     a long end-to-end test that is handed out last makes one worker finish minutes after the

@@ -156,15 +156,12 @@ def test_bad_run_options_are_one_line_before_any_work(tmp_path, monkeypatch, cap
                                                      message):
     """Through the console entry point itself (in-process: the same `main` as the
     `wsolbench` script), so the exit status and stderr are what a user sees."""
-    from wsolbench.cli import main
+    from tests.conftest import console_main
 
-    monkeypatch.setattr(sys, "argv", ["wsolbench", "run", "--method", "cam", "--dataset",
-                                      "synth-cub", "--results-dir", str(tmp_path / "r"),
-                                      "--no-mlflow", *TINY, *args])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
+    code, err = console_main(monkeypatch, capsys, "run", "--method", "cam", "--dataset",
+                             "synth-cub", "--results-dir", str(tmp_path / "r"), "--no-mlflow",
+                             *TINY, *args)
+    assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert message in err and "Traceback" not in err, err
     assert len(lines) <= 3, lines  # click's usage line + hint + the error at most

@@ -136,17 +136,12 @@ def test_shipped_weights_are_checked_and_named(tmp_path, monkeypatch):
                                              ("resize_size=8", "resize_size must be >= image_size"),
                                              ("backbone=resnet", "backbone must be one of")])
 def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch, capsys, setting, message):
-    """Through the console entry point itself (in-process: the `main` of the `wsolbench`
-    script), so the exit status and stderr are what a user sees."""
-    from wsolbench.cli import main
+    from tests.conftest import console_main
 
-    monkeypatch.setattr(sys, "argv", ["wsolbench", "pretrain", "--backbone", "vit_synth",
-                                      "--out", str(tmp_path / "w.safetensors"), "--results-dir",
-                                      str(tmp_path / "r"), "--set", setting])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and message in err, err
+    code, err = console_main(monkeypatch, capsys, "pretrain", "--backbone", "vit_synth", "--out",
+                             str(tmp_path / "w.safetensors"), "--results-dir",
+                             str(tmp_path / "r"), "--set", setting)
+    assert code == 2 and message in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists() and not (tmp_path / "w.safetensors").exists()
 
