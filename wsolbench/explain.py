@@ -66,7 +66,7 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
 
     classes = explainer_classes(explainers)
     device = resolve_device(opts.device)
-    ckpt = read_checkpoint(checkpoint)  # a wrong path fails before the dataset is built
+    ckpt = read_checkpoint(checkpoint)  # an unreadable file fails before the dataset is built
     data = load_dataset(opts)
     check_splits(data)
     trained, ckpt = load_trained(checkpoint, data.num_classes, ckpt)

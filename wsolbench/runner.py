@@ -366,7 +366,7 @@ def evaluate_checkpoint(opts: RunOptions, checkpoint: Path, out: Path | None = N
     from wsolbench.engine import read_checkpoint, resolve_device
 
     device = resolve_device(opts.device)
-    ckpt = read_checkpoint(checkpoint)  # a wrong path fails before the dataset is built
+    ckpt = read_checkpoint(checkpoint)  # an unreadable file fails before the dataset is built
     data = load_dataset(opts)
     check_splits(data)
     method, ckpt = load_trained(checkpoint, data.num_classes, ckpt)
