@@ -16,26 +16,11 @@ Checked against: vasgaowei/TS-CAM `lib/models/vgg.py` (conv6 head), clovaai/wsol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod, load_matching
-from wsolbench.vit import check_timm_name
-
-
-@dataclass(frozen=True)
-class CAMConfig(MethodConfig):
-    backbone: str = "smallcnn"
-    width: int = 64  # smallcnn feature channels
-    # Classifier lr multiplier, as wsolevaluation's `lr_classifier_ratio` for CAM: a GAP
-    # classifier must grow large weights on features that fire on a small part only.
-    head_lr_ratio: float = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_timm_name(self.backbone, "backbone", own=("smallcnn", "vgg16"))
+from wsolbench.method import FeatureLayer, Localization, WSOLMethod, load_matching
+from wsolbench.methods.cam_config import PRESETS, CAMConfig
 
 
 def _small_cnn(width: int) -> tuple[nn.Module, int]:
@@ -75,22 +60,10 @@ class CAM(WSOLMethod):
     name = "cam"
     display_name = "CAM"
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
-    config_class = CAMConfig
+    config_class = CAMConfig  # with its presets in methods/cam_config.py (torch-free)
     channels_last = True
-    presets = {
-        # CPU default for synth-cub (64 px): ~24 s/epoch on 2 cores. cam_threshold for the
-        # paper protocol is the tau a seed-0 run selected on train-fullsup (never on test).
-        "synth": CAMConfig(backbone="smallcnn", image_size=64, resize_size=72, epochs=12,
-                           batch_size=32, lr=3e-3, weight_decay=1e-4, lr_steps=(9,),
-                           cam_threshold=0.26, init_weights="synth-smallcnn-e38"),
-        # TRT repo's configs/CUB/vggcam_patch16_224.yaml with the effective CLI optimizer.
-        "cub": CAMConfig(backbone="vgg16", image_size=224, resize_size=256, epochs=40,
-                         batch_size=64, lr=5e-5, weight_decay=0.05, lr_steps=(12, 24),
-                         lr_step_mode="period", cam_threshold=0.1),
-        "ilsvrc": CAMConfig(backbone="vgg16", image_size=224, resize_size=256, epochs=20,
-                            batch_size=256, lr=5e-4, weight_decay=0.05, lr_steps=(10, 12),
-                            lr_step_mode="period", cam_threshold=0.12),
-    }
+    presets = PRESETS.presets
+    default_presets = PRESETS.default_presets
 
     def __init__(self, config: CAMConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)

@@ -14,47 +14,22 @@ Checked against: vasgaowei/TS-CAM `lib/models/deit.py` (class `TSCAM`). Built on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
-from wsolbench.vit import SYNTH_VITS, build_vit, check_timm_name, load_vit_weights
-
-
-@dataclass(frozen=True)
-class TSCAMConfig(MethodConfig):
-    """`model`: a timm ViT name (`deit_small_patch16_224`, ...) or `vit_synth` (a small ViT
-    for CPU runs on 64-px synthetic data: patch 8, width 128, depth 6, 4 heads)."""
-
-    model: str = "vit_synth"
-    drop_path: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
+from wsolbench.method import FeatureLayer, Localization, WSOLMethod
+from wsolbench.methods.tscam_config import PRESETS, TSCAMConfig
+from wsolbench.vit import build_vit, load_vit_weights
 
 
 class TSCAM(WSOLMethod):
     name = "tscam"
     display_name = "TS-CAM"
     paper = "Gao et al., TS-CAM: Token Semantic Coupled Attention Map, ICCV 2021"
-    config_class = TSCAMConfig
-    presets = {
-        "synth": TSCAMConfig(model="vit_synth", image_size=64, resize_size=72, epochs=12,
-                             batch_size=64, lr=1e-3, weight_decay=0.05, lr_steps=(9,),
-                             cam_threshold=0.26,
-                             init_weights="synth-vit-tl-mim3"),
-        # configs/CUB/deit_tscam_small_patch16_224.yaml + train_val_cub.sh (AdamW from CLI).
-        "cub": TSCAMConfig(model="deit_small_patch16_224", image_size=224, resize_size=256,
-                           epochs=60, batch_size=128, lr=5e-5, weight_decay=0.05,
-                           lr_steps=(30,), lr_step_mode="period", cam_threshold=0.1),
-        "ilsvrc": TSCAMConfig(model="deit_small_patch16_224", image_size=224, resize_size=256,
-                              epochs=20, batch_size=256, lr=5e-4, weight_decay=0.05,
-                              lr_steps=(10, 12), lr_step_mode="period", cam_threshold=0.12),
-    }
+    config_class = TSCAMConfig  # with its presets in methods/tscam_config.py (torch-free)
+    presets = PRESETS.presets
+    default_presets = PRESETS.default_presets
 
     def __init__(self, config: TSCAMConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)

@@ -57,6 +57,11 @@ def test_documented_plugins_are_listed_run_and_scored_by_the_core(tmp_path, tiny
         return done.stdout
 
     assert "gapnet" in wsolbench("list", "methods").split()
+    # The page's torch-free presets module ("Presets without torch") imports without torch.
+    light = subprocess.run([sys.executable, "-c", "import sys, my_wsol.gap_config as c; "
+                            "print(sorted(c.PRESETS.presets), 'torch' in sys.modules)"],
+                           capture_output=True, text=True, env=env)
+    assert light.stdout.split("\n")[0] == "['synth'] False", light.stdout + light.stderr
     assert "centre_hit" in wsolbench("list", "protocols").split()
     assert "squares" in wsolbench("list", "datasets").split()
     data_sets = [a for k, v in TINY_SYNTH.items() for a in ("--data-set", f"{k}={v}")]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from wsolbench.errors import WsolbenchError
-from wsolbench.vit import SYNTH_VITS
+from wsolbench.method_config import SYNTH_VITS
 
 TINY_CORPUS = {"num_classes": "4", "train_per_class": "16", "test_per_class": "4",
                "fullsup_per_class": "1", "image_size": "32"}

@@ -176,13 +176,11 @@ def _cli(*args, cwd=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
-    # Misspelt method and dataset names, a missing checkpoint:
-    # test_a_misspelt_name_or_path_is_answered_before_torch_is_imported
+    # Misspelt names, keys and values, a missing checkpoint:
+    # test_a_misspelt_name_key_or_path_is_answered_before_torch_is_imported
     (["run", "--method", "cam", "--dataset", "cub"], "needs --data-root"),
     (["run", "--method", "cam", "--dataset", "cub", "--data-root", "/nonexistent"],
      "dataset root not found: /nonexistent"),
-    (["run", "--method", "cam", "--set", "lrr=0.1", "--data-set", "num_classes=2"],
-     "did you mean 'lr'"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     out = _cli(*args, "--results-dir", str(tmp_path), cwd=tmp_path)
@@ -198,11 +196,17 @@ def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
     (["run", "--method", "cam", "--dataset", "cubb"],
      "unknown dataset 'cubb'; did you mean 'cub'"),
     (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found: /nonexistent.pt"),
+    (["run", "--method", "cam", "--set", "lrr=0.1"], "did you mean 'lr'"),
+    (["run", "--method", "trt", "--set", "thresh=2"], "thresh must lie in (0, 1]"),
+    (["run", "--method", "tscam", "--preset", "cub384"], "has no preset 'cub384'"),
+    (["run", "--method", "cam", "--data-set", "num_classes=1"], "num_classes must be >= 2"),
 ])
-def test_a_misspelt_name_or_path_is_answered_before_torch_is_imported(args, message,
-                                                                      tmp_path):
+def test_a_misspelt_name_key_or_path_is_answered_before_torch_is_imported(args, message,
+                                                                          tmp_path):
     """A typo costs a second, not the seconds torch, torchvision, timm and MLflow take to
-    import: names are checked against the entry points, and paths, first."""
+    import: names are checked against the entry points, paths first, and a method's preset,
+    `--set` and `--data-set` values against the presets the built-in methods register
+    without torch (wsolbench.method_config)."""
     code = ("import atexit, sys\n"
             "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules,"
             " file=sys.stderr))\n"

@@ -26,6 +26,16 @@ def snakemake(*args, cwd, timeout=600):
                           text=True, env=ENV, timeout=timeout)
 
 
+# Snakemake's own command line, in a Python that reports at exit whether torch was imported.
+SNAKEMAKE_REPORTING_TORCH = [
+    sys.executable, "-c",
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+    "from snakemake.cli import main\n"
+    "sys.argv = ['snakemake', *sys.argv[1:]]\n"
+    "main()\n", "-s", str(ROOT / "Snakefile")]
+
+
 @pytest.mark.slow
 def test_lint_is_clean(tmp_path):
     done = snakemake("--lint", "--configfile", str(ROOT / "config/config.yaml"), cwd=tmp_path)
@@ -47,10 +57,16 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
         del every_seed["search_seeds"]
         path = tmp_path / "every-seed.yaml"
         path.write_text(yaml.safe_dump(every_seed))
-    done = snakemake("-n", "-p", "--cores", "2", "all", "--configfile", str(path), cwd=tmp_path)
+    done = subprocess.run([*SNAKEMAKE_REPORTING_TORCH, "--directory", str(tmp_path), "-n", "-p",
+                           "--cores", "2", "all", "--configfile", str(path)],
+                          capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     commands = [line for line in done.stdout.splitlines() if "wsolbench run" in line]
     assert len(commands) == runs
+    # The synth configs are checked and every run folder named without importing torch (the
+    # methods' presets are registered torch-free: wsolbench.method_config); paper.yaml's DeiT
+    # and VGG names only timm can check.
+    assert f"torch imported: {config == 'paper.yaml'}" in done.stderr, done.stderr[-2000:]
     if config == "paper.yaml":  # nothing of the default config leaks into a given one
         assert not any("synth" in c for c in commands)
         assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)

@@ -16,82 +16,10 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from wsolbench.data.torch_dataset import TRAIN_TRANSFORMS
 from wsolbench.errors import WsolbenchError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Architecture, input and training recipe of one method; logged as flat params.
-
-    Subclasses add their own fields. `lr_step_mode='period'` reproduces the official
-    TS-CAM/TRT rule (`adjust_learning_rate_normal`: at the start of epoch e, counted from 1,
-    lr *= factor once if any step divides e), `'milestone'` the usual one-time decay at each
-    listed epoch. `filter_bias_and_bn` exempts biases, 1-D parameters (norms) and the model's
-    `no_weight_decay()` names from weight decay, as timm's `create_optimizer` (which the
-    official code calls) does. See docs/recipes.md.
-    """
-
-    image_size: int = 64
-    resize_size: int = 72
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    epochs: int = 8
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    lr_steps: tuple[int, ...] = ()
-    lr_factor: float = 0.1
-    lr_step_mode: str = "milestone"
-    label_smoothing: float = 0.0
-    cam_threshold: float = 0.1
-    train_transform: str = "resize_crop_flip"  # or "timm_randaug" (TRT on ILSVRC)
-    filter_bias_and_bn: bool = True
-    # Shipped starting weights (wsolbench/weights/<name>.safetensors, from `wsolbench
-    # pretrain`), loaded like --pretrained when that is not given; "" trains from scratch.
-    init_weights: str = ""
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise WsolbenchError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.lr_step_mode not in ("milestone", "period"):
-            raise WsolbenchError(f"lr_step_mode must be 'milestone' or 'period', "
-                                 f"got {self.lr_step_mode!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8:
-            raise WsolbenchError("epochs and batch_size must be >= 1 and image_size >= 8")
-        if not self.lr > 0 or self.weight_decay < 0 or not self.lr_factor > 0:
-            raise WsolbenchError(f"lr and lr_factor must be > 0 and weight_decay >= 0, got "
-                                 f"lr={self.lr}, lr_factor={self.lr_factor}, "
-                                 f"weight_decay={self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1 or not 0 <= self.cam_threshold < 1:
-            raise WsolbenchError("label_smoothing and cam_threshold must lie in [0, 1)")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise WsolbenchError(f"mean and std take one value per RGB channel (3 each, std > "
-                                 f"0), got mean={self.mean}, std={self.std}")
-        if self.train_transform not in TRAIN_TRANSFORMS:
-            raise WsolbenchError(f"train_transform must be one of {', '.join(TRAIN_TRANSFORMS)},"
-                                 f" got {self.train_transform!r}")
-        if any(step < 1 for step in (*self.lr_steps, *getattr(self, "stage2_lr_steps", ()))):
-            raise WsolbenchError(f"lr_steps must be epochs >= 1, got {self.lr_steps}")
-        if self.resize_size < self.image_size:
-            raise WsolbenchError(f"resize_size ({self.resize_size}) must be >= image_size "
-                                 f"({self.image_size}): training crops image_size from it")
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate for 1-based `epoch` under the configured step rule."""
-        if self.lr_step_mode == "milestone":
-            decays = sum(epoch >= s for s in self.lr_steps)
-        else:
-            # Official `adjust_learning_rate_normal`: at the start of each epoch it walks the
-            # steps and stops at the first one dividing the epoch, so the lr decays at most
-            # once per epoch, however many steps divide it (epoch 4 with steps 2 and 4: once).
-            decays = sum(1 for e in range(1, epoch + 1) if any(e % s == 0 for s in self.lr_steps))
-        return self.lr * self.lr_factor ** decays
+# Plugins import the config base from here too (docs/plugins.md); it lives in a torch-free
+# module so that configs are checked without torch.
+from wsolbench.method_config import MethodConfig
 
 
 class Localization(NamedTuple):

@@ -27,14 +27,13 @@ from torch import nn
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save, atomic_write_json
 from wsolbench.interrupt import check as check_interrupt
-from wsolbench.vit import SYNTH_VITS
+from wsolbench.method_config import IMAGENET_MEAN, IMAGENET_STD, SYNTH_VITS
 
 logger = logging.getLogger(__name__)
 
 # CAM's CNN and the synth ViTs (the CLI spells them out so that --help needs no torch; a test
 # keeps the two lists equal).
 BACKBONES = ("smallcnn", *SYNTH_VITS)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ Built-in and third-party plugins enter the same way: an entry point in one of th
 installed distributions' metadata; the plugin module is imported when a plugin is fetched,
 so `wsolbench list methods` never imports torch. Unlike timm's registry (which warns), a
 name registered twice is an error.
+
+A method plugin may also register its `MethodPresets` (config class and presets) in the
+group `wsolbench.method_presets`, from a module that imports no torch: `method_presets`
+then reads a method's configuration without importing its model (docs/plugins.md, "Presets
+without torch"); without that entry point it falls back to the method class.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from wsolbench.errors import WsolbenchError
 
 KINDS = ("methods", "protocols", "datasets")
+PRESETS_GROUP = "wsolbench.method_presets"
 
 
 def _group(kind: str) -> str:
@@ -27,16 +33,20 @@ def _group(kind: str) -> str:
 
 
 @cache
-def _entry_points(kind: str) -> dict[str, EntryPoint]:
+def _group_entry_points(group: str, what: str) -> dict[str, EntryPoint]:
     found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=_group(kind)):
+    for ep in entry_points(group=group):
         previous = found.get(ep.name)
         if previous is not None and previous.value != ep.value:
             raise WsolbenchError(
-                f"{kind[:-1]} {ep.name!r} is registered twice: {previous.value} and {ep.value}"
+                f"{what} {ep.name!r} is registered twice: {previous.value} and {ep.value}"
             )
         found[ep.name] = ep
     return found
+
+
+def _entry_points(kind: str) -> dict[str, EntryPoint]:
+    return _group_entry_points(_group(kind), kind[:-1])
 
 
 def list_plugins(kind: str, pattern: str = "*") -> list[str]:
@@ -56,18 +66,30 @@ def entry_point(kind: str, name: str) -> EntryPoint:
     return eps[name]
 
 
-def get_plugin(kind: str, name: str) -> Any:
-    """Import and return the object an entry point names (a class or factory)."""
-    ep = entry_point(kind, name)
+def _load(ep: EntryPoint, what: str) -> Any:
     try:
         return ep.load()
     except WsolbenchError:
         raise
     except Exception as exc:  # a broken third-party plugin: name it, not a deep traceback
-        raise WsolbenchError(f"{kind[:-1]} {name!r} (entry point {ep.value!r}) failed "
+        raise WsolbenchError(f"{what} {ep.name!r} (entry point {ep.value!r}) failed "
                              f"to load: {type(exc).__name__}: {exc}") from None
+
+
+def get_plugin(kind: str, name: str) -> Any:
+    """Import and return the object an entry point names (a class or factory)."""
+    return _load(entry_point(kind, name), kind[:-1])
+
+
+def method_presets(name: str) -> Any:
+    """Method `name`'s `config_class`, `presets` and `default_presets`: its torch-free
+    `MethodPresets` where the plugin registers one under `wsolbench.method_presets`, else
+    the method class itself (which carries the same three, and `posthoc`)."""
+    entry_point("methods", name)  # an unknown name fails here, with the closest names
+    light = _group_entry_points(PRESETS_GROUP, "method presets").get(name)
+    return get_plugin("methods", name) if light is None else _load(light, "method presets")
 
 
 def clear_cache() -> None:
     """Forget the cached entry points (tests that install plugins on the fly use this)."""
-    _entry_points.cache_clear()
+    _group_entry_points.cache_clear()

@@ -10,7 +10,8 @@ from typing import Any
 from wsolbench.config import apply_overrides
 from wsolbench.errors import WsolbenchError
 from wsolbench.options import RunOptions
-from wsolbench.registry import get_plugin
+from wsolbench.method_config import MethodConfig
+from wsolbench.registry import get_plugin, method_presets
 from wsolbench.runpaths import RunPaths, run_key
 from wsolbench.weights import shipped_sha256
 
@@ -45,31 +46,35 @@ def load_dataset(opts: RunOptions):
 
 
 def resolve_method_config(name: str, preset: str | None, dataset: str,
-                          overrides: dict[str, str]):
-    """`(method class, config, preset name)`; checked before any data is read or generated."""
-    method_cls = get_plugin("methods", name)
-    if getattr(method_cls, "posthoc", False):
+                          overrides: dict[str, str]) -> tuple[MethodConfig, str]:
+    """`(config, preset name)` of a trained method on `dataset`, checked (names, keys, values,
+    model names) before any data is read or generated. Reads the plugin's presets without
+    importing its model where the plugin registers them torch-free (`method_presets`)."""
+    spec = method_presets(name)
+    if getattr(spec, "posthoc", False):
         raise WsolbenchError(f"method {name!r} trains nothing: it explains a trained "
                              f"checkpoint (`wsolbench explain --checkpoint RUN/checkpoint.pt "
                              f"--method {name}`)")
     if preset is None:
         family = getattr(get_plugin("datasets", dataset), "family", dataset)
-        preset = method_cls.default_presets.get(family, family)
-        if preset not in method_cls.presets:
+        preset = spec.default_presets.get(family, family)
+        if preset not in spec.presets:
             raise WsolbenchError(
                 f"method {name!r} has no preset for datasets of family {family!r} "
-                f"({dataset}); give --preset ({', '.join(sorted(method_cls.presets))})")
-    if preset not in method_cls.presets:
+                f"({dataset}); give --preset ({', '.join(sorted(spec.presets))})")
+    if preset not in spec.presets:
         raise WsolbenchError(f"method {name!r} has no preset {preset!r}; "
-                             f"presets: {', '.join(sorted(method_cls.presets))}")
-    return method_cls, apply_overrides(method_cls.presets[preset], overrides), preset
+                             f"presets: {', '.join(sorted(spec.presets))}")
+    config = apply_overrides(spec.presets[preset], overrides)
+    config.check_models()
+    return config, preset
 
 
 def build_method(name: str, preset: str | None, dataset: str, overrides: dict[str, str],
                  num_classes: int):
     """Instantiate a method plugin from a preset plus `key=value` overrides."""
-    method_cls, config, preset = resolve_method_config(name, preset, dataset, overrides)
-    return method_cls(config, num_classes), preset
+    config, preset = resolve_method_config(name, preset, dataset, overrides)
+    return get_plugin("methods", name)(config, num_classes), preset
 
 
 def check_splits(data) -> None:
@@ -89,8 +94,8 @@ def run_paths(opts: RunOptions, pretrained: str | None = None) -> RunPaths:
     read, so the workflow computes the same folder before running. `pretrained` stands for
     the weights' identity (their pinned SHA-256, else their path) where `opts` does not carry
     them: the workflow names the folder before the weights file need exist."""
-    _, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
-                                           opts.overrides)
+    cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
+                                        opts.overrides)
     data_config = dataset_config(opts)
     weights = pretrained or str(opts.pretrained_sha256 or opts.pretrained or "")
     identity = {

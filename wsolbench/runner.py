@@ -26,7 +26,8 @@ from wsolbench.numbers import read_numbers
 from wsolbench.options import TEST_SELECTION_NOTE, RunOptions, check_writable_dir
 from wsolbench.provenance import git_commit, git_tags, package_versions, run_fingerprint
 from wsolbench.registry import entry_point, get_plugin
-from wsolbench.resolve import check_splits, load_dataset, resolve_method_config, run_paths
+from wsolbench.resolve import (check_splits, dataset_config, load_dataset,
+                               resolve_method_config, run_paths)
 from wsolbench.suite import (
     checkpoint_scorer,
     evaluate_model,
@@ -97,11 +98,15 @@ def run(opts: RunOptions, tracker=None) -> dict[str, Any]:
     Under torchrun every rank calls this: ranks train together (DDP) and evaluate their
     shard; rank 0 alone writes files and MLflow and returns the results (others: `{}`).
     """
-    # The output folder and the names fail before torch is imported (seconds on a CPU), so a
-    # typo is answered at once.
+    # The output folder, the names, the method's preset and `--set` values and the dataset's
+    # `--data-set` knobs fail before torch is imported (seconds on a CPU), so a typo is
+    # answered at once: the built-in methods register their presets torch-free
+    # (wsolbench.method_config).
     check_writable_dir(opts.results_dir)
     entry_point("methods", opts.method)
     entry_point("datasets", opts.dataset)
+    resolve_method_config(opts.method, opts.preset, opts.dataset, opts.overrides)
+    dataset_config(opts)
     from wsolbench import distributed
 
     ctx = distributed.init(opts.device)
@@ -128,10 +133,8 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
-    # Presets and overrides fail fast too, before a dataset is read or generated.
-    get_plugin("datasets", opts.dataset)
-    method_cls, cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset,
-                                                    opts.overrides)
+    cfg, preset = resolve_method_config(opts.method, opts.preset, opts.dataset, opts.overrides)
+    method_cls = get_plugin("methods", opts.method)
     data = load_dataset(opts)
     check_splits(data)
     # Every image, box and mask evaluation will need, before hours of training.

@@ -5,29 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wsolbench.errors import WsolbenchError
 from wsolbench.method import load_matching
-
-
-def check_timm_name(name: str, key: str, own: tuple[str, ...] = ()) -> None:
-    """Refuse a model name timm does not know, with "did you mean" (before any data is read;
-    timm is imported here, torch with it: a run imports both anyway)."""
-    if name in own:
-        return
-    import difflib
-
-    import timm
-
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, [*own, *timm.list_models()], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise WsolbenchError(f"{key}={name!r} is not a timm model{hint}")
-
-
-# wsolbench's own small ViTs for 64-px synthetic data (width 128, depth 6, 4 heads), by
-# patch size: patch 8 gives an 8x8 token grid at 64 px (an object spans about 3x3 tokens);
-# patch 4 gives 16x16 (docs/benchmark.md, rows 12-13).
-SYNTH_VITS = {"vit_synth": 8, "vit_synth_p4": 4}
+from wsolbench.method_config import SYNTH_VITS
 
 
 def build_vit(name: str, image_size: int, drop_path: float) -> nn.Module:

@@ -18,8 +18,8 @@ from torchvision import transforms as T
 from wsolbench.data.images import load_rgb
 from wsolbench.data.records import Record
 from wsolbench.errors import WsolbenchError
+from wsolbench.method_config import TRAIN_TRANSFORMS
 
-TRAIN_TRANSFORMS = ("resize_crop_flip", "timm_randaug")
 
 
 def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequence[float],
@@ -30,6 +30,9 @@ def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequen
     - `timm_randaug`: TRT's ILSVRC pipeline, timm's RandomResizedCrop(0.8-1, bicubic), flip,
       RandAugment m9/mstd0.5/inc1, RandomErasing p=0.25 per-pixel (docs/methods.md §4).
     """
+    if recipe not in TRAIN_TRANSFORMS:
+        raise WsolbenchError(f"train_transform must be one of {', '.join(TRAIN_TRANSFORMS)}, "
+                             f"got {recipe!r}")
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
     if train and recipe == "timm_randaug":
         from timm.data import create_transform
