@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsolbench.errors import WsolbenchError
-from wsolbench.method_config import SYNTH_VITS, MethodConfig, MethodPresets, check_timm_name
+from wsolbench.method_config import MethodPresets, ViTMethodConfig
 
 
 @dataclass(frozen=True)
-class TRTConfig(MethodConfig):
-    model: str = "vit_synth"
-    drop_path: float = 0.1
+class TRTConfig(ViTMethodConfig):
     thresh: float = 0.6  # cumulative attention mass kept (0.6 CUB-224, 0.65 CUB-384, 0.95 ILSVRC)
     stage2_epochs: int = 6
     stage2_lr_steps: tuple[int, ...] = ()
@@ -29,10 +27,6 @@ class TRTConfig(MethodConfig):
         if not 0 < self.thresh <= 1 or self.stage2_epochs < 1:
             raise WsolbenchError(f"thresh must lie in (0, 1] and stage2_epochs be >= 1, got "
                                  f"thresh={self.thresh}, stage2_epochs={self.stage2_epochs}")
-
-    def check_models(self) -> None:
-        """Refuse a `model` timm does not know (imports timm unless it is wsolbench's own)."""
-        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
 
 
 PRESETS = MethodPresets(

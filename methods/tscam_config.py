@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsolbench.method_config import SYNTH_VITS, MethodConfig, MethodPresets, check_timm_name
+from wsolbench.method_config import MethodPresets, ViTMethodConfig
 
 
 @dataclass(frozen=True)
-class TSCAMConfig(MethodConfig):
-    """`model`: a timm ViT name (`deit_small_patch16_224`, ...) or `vit_synth` (a small ViT
-    for CPU runs on 64-px synthetic data: patch 8, width 128, depth 6, 4 heads)."""
-
-    model: str = "vit_synth"
-    drop_path: float = 0.1
-
-    def check_models(self) -> None:
-        """Refuse a `model` timm does not know (imports timm unless it is wsolbench's own)."""
-        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
+class TSCAMConfig(ViTMethodConfig):
+    """TS-CAM adds nothing to the ViT fields (`model`: e.g. `deit_small_patch16_224`, or
+    `vit_synth`: patch 8, width 128, depth 6, 4 heads)."""
 
 
 PRESETS = MethodPresets(

@@ -120,6 +120,19 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class ViTMethodConfig(MethodConfig):
+    """The fields every method on a timm ViT shares (TS-CAM, TRT): `model`, a timm ViT name
+    (`deit_small_patch16_224`, ...) or one of wsolbench's `SYNTH_VITS` (small ViTs for CPU
+    runs on 64-px synthetic data), and its stochastic-depth rate."""
+
+    model: str = "vit_synth"
+    drop_path: float = 0.1
+
+    def check_models(self) -> None:
+        """Refuse a `model` timm does not know (imports timm unless it is a synth ViT)."""
+        check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
+
+@dataclass(frozen=True)
 class MethodPresets:
     """What configures a trained method, without its model: the config class, the named
     presets (`--preset`), and the preset each dataset family uses when none is given (a
