@@ -157,3 +157,16 @@ def test_trt_ilsvrc_randaugment_survives_zero_bit_posterize():
     torch.manual_seed(0)
     for _ in range(2000):  # ~0.3 % of calls draw a 0-bit posterize: hit with near certainty
         assert transform(image).shape == (3, 32, 32)
+
+
+def test_an_unknown_training_transform_is_refused_not_replaced():
+    """`build_transform` knows the names `MethodConfig` accepts (wsolbench.method_config
+    TRAIN_TRANSFORMS); any other is an error, not a silent fall-back to resize-crop-flip."""
+    from wsolbench.data.torch_dataset import build_transform
+    from wsolbench.errors import WsolbenchError
+    from wsolbench.method_config import TRAIN_TRANSFORMS
+
+    for recipe in TRAIN_TRANSFORMS:
+        assert build_transform(True, 32, 36, (0.5,) * 3, (0.25,) * 3, recipe) is not None
+    with pytest.raises(WsolbenchError, match="train_transform must be one of"):
+        build_transform(True, 32, 36, (0.5,) * 3, (0.25,) * 3, "randaug")

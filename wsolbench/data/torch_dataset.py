@@ -21,7 +21,6 @@ from wsolbench.errors import WsolbenchError
 from wsolbench.method_config import TRAIN_TRANSFORMS
 
 
-
 def build_transform(train: bool, image_size: int, resize_size: int, mean: Sequence[float],
                     std: Sequence[float], recipe: str = "resize_crop_flip"):
     """Test: square resize only (no crop). Train, by `recipe`:
