@@ -44,6 +44,48 @@ def test_duplicate_name_is_an_error(monkeypatch):
         registry.clear_cache()
 
 
+def test_method_presets_come_from_the_torch_free_group_else_from_the_class(monkeypatch):
+    """The built-in methods' presets are the objects their classes carry (one copy); a
+    method without a `wsolbench.method_presets` entry point is read from its class."""
+    from importlib.metadata import EntryPoint
+
+    import wsolbench.registry as registry
+    from wsolbench.method_config import MethodPresets
+
+    for name in ("cam", "tscam", "trt"):
+        spec = registry.method_presets(name)
+        cls = get_plugin("methods", name)
+        assert isinstance(spec, MethodPresets)
+        assert spec.presets is cls.presets and spec.config_class is cls.config_class
+    real = registry.entry_points
+    monkeypatch.setattr(registry, "entry_points", lambda group: [] if group == (
+        registry.PRESETS_GROUP) else real(group=group))
+    registry.clear_cache()
+    try:
+        assert registry.method_presets("cam") is get_plugin("methods", "cam")
+        with pytest.raises(WsolbenchError, match="did you mean 'cam'"):
+            registry.method_presets("camm")
+    finally:
+        registry.clear_cache()
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint(
+        "cam", "wsolbench.no_such_module:PRESETS", group)] if group == registry.PRESETS_GROUP
+        else real(group=group))
+    registry.clear_cache()
+    try:
+        with pytest.raises(WsolbenchError, match="method presets 'cam'.*failed to load"):
+            registry.method_presets("cam")
+    finally:
+        registry.clear_cache()
+
+
+def test_a_preset_of_another_config_class_is_refused():
+    from wsolbench.method_config import MethodConfig, MethodPresets, ViTMethodConfig
+
+    with pytest.raises(WsolbenchError, match="preset 'synth' is a MethodConfig, not a "
+                                             "ViTMethodConfig"):
+        MethodPresets(ViTMethodConfig, {"synth": MethodConfig()})
+
+
 def test_listing_does_not_import_torch():
     code = ("import sys; from wsolbench.cli import cli; "
             "cli.main(['list', 'methods'], standalone_mode=False); "

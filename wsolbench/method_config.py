@@ -132,6 +132,7 @@ class ViTMethodConfig(MethodConfig):
         """Refuse a `model` timm does not know (imports timm unless it is a synth ViT)."""
         check_timm_name(self.model, "model", own=tuple(SYNTH_VITS))
 
+
 @dataclass(frozen=True)
 class MethodPresets:
     """What configures a trained method, without its model: the config class, the named
