@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from wsolbench.attention import capture_class_attention
-from wsolbench.errors import WsolbenchError
 from wsolbench.method import FeatureLayer, Localization, MethodConfig, WSOLMethod
 from wsolbench.methods.trt_config import PRESETS, TRTConfig
 from wsolbench.vit import build_vit, load_vit_weights
