@@ -8,8 +8,11 @@ the raw map goes to `wsolbench.postprocess`). Backbones:
 - `vgg16`: timm's VGG16 conv stack without the last max-pool (14x14 at 224 px), then the
   `conv6` head of the TS-CAM/TRT code (Conv 512->1024 3x3 + ReLU), as docs/methods.md §3.2.
 - `resnet50`, `inception_v3`: timm models' `forward_features`.
-- `smallcnn`: four 3x3 convs (receptive field 13 px), the synth default that trains on a
-  CPU in minutes and shows textbook partial activation at 64 px.
+- `smallcnn`: four 3x3 convs (receptive field 13 px, 32x32 maps at 64 px), a synth CNN
+  that trains on a CPU in minutes and shows textbook partial activation at 64 px.
+- `dilatedcnn`: seven 3x3 convs, two of stride 2, the last two dilated 2 and 4: a receptive
+  field of 69 px that sees a whole 64-px image, as the conv5 of a VGG16 sees most of a
+  224-px one; 16x16 maps, at about the smallcnn's cost (docs/benchmark.md row 57).
 
 Checked against: vasgaowei/TS-CAM `lib/models/vgg.py` (conv6 head), clovaai/wsolevaluation.
 """
@@ -19,17 +22,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsolbench.errors import WsolbenchError
 from wsolbench.method import FeatureLayer, Localization, WSOLMethod, load_matching
+from wsolbench.method_config import SYNTH_CNNS
 from wsolbench.methods.cam_config import PRESETS, CAMConfig
 
 
-def _small_cnn(width: int) -> tuple[nn.Module, int]:
-    def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True)]
+def _synth_cnn(backbone: str, width: int) -> tuple[nn.Module, int]:
+    """`smallcnn` or `dilatedcnn`: 3x3 conv + BN + ReLU blocks, widths rising to `width`."""
+    def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False),
+                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-    layers = [*block(3, width // 4, 1), *block(width // 4, width // 2, 2),
-              *block(width // 2, 3 * width // 4, 1), *block(3 * width // 4, width, 1)]
+    layers = [*block(3, width // 4), *block(width // 4, width // 2, stride=2),
+              *block(width // 2, 3 * width // 4)]
+    if backbone == "smallcnn":
+        layers += block(3 * width // 4, width)
+    else:  # dilatedcnn: receptive field 13 -> 69 px by a second stride and two dilations
+        layers += [*block(3 * width // 4, width, stride=2), *block(width, width),
+                   *block(width, width, dilation=2), *block(width, width, dilation=4)]
     return nn.Sequential(*layers), width
 
 
@@ -67,8 +78,8 @@ class CAM(WSOLMethod):
 
     def __init__(self, config: CAMConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
-        if config.backbone == "smallcnn":
-            self.features, channels = _small_cnn(config.width)
+        if config.backbone in SYNTH_CNNS:
+            self.features, channels = _synth_cnn(config.backbone, config.width)
         else:
             self.features, channels = _timm_backbone(config.backbone)
         self.fc = nn.Linear(channels, num_classes)
@@ -96,9 +107,16 @@ class CAM(WSOLMethod):
         if self.config.backbone == "vgg16":  # timm 'features.N' -> our 'features.0.N'
             state_dict = {f"features.0.{k.removeprefix('features.')}": v
                           for k, v in state_dict.items() if k.startswith("features.")}
-        elif self.config.backbone != "smallcnn":
+        elif self.config.backbone not in SYNTH_CNNS:
             state_dict = {f"features.model.{k}": v for k, v in state_dict.items()}
         else:
             state_dict = {k: v for k, v in state_dict.items() if k.startswith("features.")}
-        return load_matching(self, state_dict, "pretrained weights",
-                             allow_missing=("fc.", "features.1."))
+        report = load_matching(self, state_dict, "pretrained weights",
+                               allow_missing=("fc.", "features.1."))
+        if self.config.backbone in SYNTH_CNNS and report["unexpected"]:
+            # The synth CNNs share their first layers' shapes: a dilatedcnn file would fill a
+            # smallcnn's layers with weights trained for other strides, without a missing key.
+            raise WsolbenchError(
+                f"pretrained weights hold layers a {self.config.backbone} lacks "
+                f"({', '.join(report['unexpected'][:3])}): weights of another backbone?")
+        return report

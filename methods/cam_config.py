@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsolbench.method_config import MethodConfig, MethodPresets, check_timm_name
+from wsolbench.method_config import SYNTH_CNNS, MethodConfig, MethodPresets, check_timm_name
 
 
 @dataclass(frozen=True)
 class CAMConfig(MethodConfig):
     backbone: str = "smallcnn"
-    width: int = 64  # smallcnn feature channels
+    width: int = 64  # feature channels of the synth CNNs (SYNTH_CNNS)
     # Classifier lr multiplier, as wsolevaluation's `lr_classifier_ratio` for CAM: a GAP
     # classifier must grow large weights on features that fire on a small part only.
     head_lr_ratio: float = 10.0
 
     def check_models(self) -> None:
         """Refuse a `backbone` timm does not know (imports timm unless it is wsolbench's own)."""
-        check_timm_name(self.backbone, "backbone", own=("smallcnn", "vgg16"))
+        check_timm_name(self.backbone, "backbone", own=(*SYNTH_CNNS, "vgg16"))
 
 
 PRESETS = MethodPresets(

@@ -91,3 +91,43 @@ def test_lr_schedules():
     assert [milestone.lr_at(e) for e in (1, 2, 5)] == [1.0, 0.1, 0.1]
     with pytest.raises(WsolbenchError, match="lr_step_mode"):
         CAMConfig(lr_step_mode="cosine")
+
+
+def _receptive_field(backbone: str) -> int:
+    """Side of the input square one central map cell depends on, found by autograd on a
+    128-px image (larger than any field here), with positive weights so that no ReLU hides
+    a path."""
+    torch.manual_seed(0)
+    model = CAM(CAMConfig(backbone=backbone), 3).eval()
+    with torch.no_grad():
+        for conv in model.features:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.abs_()
+    image = torch.rand(1, 3, 128, 128, requires_grad=True)
+    features = model.features(image)
+    h, w = features.shape[-2:]
+    features[0, :, h // 2, w // 2].sum().backward()
+    rows, cols = (image.grad[0].abs().sum(0) > 0).nonzero(as_tuple=True)
+    assert rows.max() - rows.min() == cols.max() - cols.min()
+    return int(rows.max() - rows.min() + 1)
+
+
+@pytest.mark.parametrize("backbone,field,cells", [("smallcnn", 13, 32), ("dilatedcnn", 69, 16)])
+def test_the_synth_cnns_receptive_fields_and_map_sizes(backbone, field, cells):
+    """smallcnn: 13 px, 32x32 maps at 64 px; dilatedcnn: 69 px (more than the 64-px image),
+    16x16 maps (docs/benchmark.md row 57)."""
+    assert _receptive_field(backbone) == field
+    model = CAM(CAMConfig(backbone=backbone), 3).eval()
+    assert model.localize(torch.rand(2, 3, 64, 64), torch.tensor([0, 2])).maps.shape == \
+        (2, cells, cells)
+
+
+def test_weights_of_the_other_synth_cnn_are_refused():
+    """A dilatedcnn's first 12 tensors have a smallcnn's shapes: the extra layers must make the
+    load fail rather than fill a smallcnn with weights trained for other strides."""
+    torch.manual_seed(0)
+    dilated = CAM(CAMConfig(backbone="dilatedcnn", width=16), 3).state_dict()
+    with pytest.raises(WsolbenchError, match="a smallcnn lacks"):
+        small().load_pretrained(dilated)
+    with pytest.raises(WsolbenchError, match="missing keys"):
+        CAM(CAMConfig(backbone="dilatedcnn", width=16), 3).load_pretrained(small().state_dict())

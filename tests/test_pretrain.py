@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from wsolbench.errors import WsolbenchError
-from wsolbench.method_config import SYNTH_VITS
+from wsolbench.method_config import SYNTH_CNNS, SYNTH_VITS
 
 TINY_CORPUS = {"num_classes": "4", "train_per_class": "16", "test_per_class": "4",
                "fullsup_per_class": "1", "image_size": "32"}
@@ -48,10 +48,10 @@ def test_the_cli_offers_every_pretrainable_backbone():
     from wsolbench.pretrain import BACKBONES
 
     (option,) = [p for p in cli.commands["pretrain"].params if p.name == "backbone"]
-    assert tuple(option.type.choices) == BACKBONES == ("smallcnn", *SYNTH_VITS)
+    assert tuple(option.type.choices) == BACKBONES == (*SYNTH_CNNS, *SYNTH_VITS)
 
 
-@pytest.mark.parametrize("backbone", ["vit_synth", "vit_synth_p4", "smallcnn"])
+@pytest.mark.parametrize("backbone", ["vit_synth", "vit_synth_p4", "smallcnn", "dilatedcnn"])
 def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
     from safetensors.torch import load_file
 
@@ -78,8 +78,9 @@ def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
         cls = get_plugin("methods", name)
         import dataclasses
 
+        model_key = "model" if vit else "backbone"
         method = cls(dataclasses.replace(cls.presets["synth"], image_size=32, resize_size=36,
-                                         **({"model": backbone} if vit else {})), 3)
+                                         **{model_key: backbone}), 3)
         method.load_pretrained(state)
         own = method.state_dict()
         key = "vit.blocks.0.attn.qkv.weight" if vit else "features.0.weight"

@@ -27,13 +27,13 @@ from torch import nn
 from wsolbench.errors import WsolbenchError
 from wsolbench.fileio import atomic_save, atomic_write_json
 from wsolbench.interrupt import check as check_interrupt
-from wsolbench.method_config import IMAGENET_MEAN, IMAGENET_STD, SYNTH_VITS
+from wsolbench.method_config import IMAGENET_MEAN, IMAGENET_STD, SYNTH_CNNS, SYNTH_VITS
 
 logger = logging.getLogger(__name__)
 
 # CAM's CNN and the synth ViTs (the CLI spells them out so that --help needs no torch; a test
 # keeps the two lists equal).
-BACKBONES = ("smallcnn", *SYNTH_VITS)
+BACKBONES = (*SYNTH_CNNS, *SYNTH_VITS)
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,12 @@ class PretrainConfig:
 
 def build_classifier(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     """The backbone with its plain classifier; its state dict is what gets shipped."""
-    if cfg.backbone == "smallcnn":
+    if cfg.backbone in SYNTH_CNNS:
         from wsolbench.registry import get_plugin
 
         cam = get_plugin("methods", "cam")
-        config = dataclasses.replace(cam.presets["synth"], image_size=cfg.image_size,
-                                     resize_size=cfg.resize_size)
+        config = dataclasses.replace(cam.presets["synth"], backbone=cfg.backbone,
+                                     image_size=cfg.image_size, resize_size=cfg.resize_size)
         return cam(config, num_classes)
     from wsolbench.vit import build_vit
 
