@@ -3,6 +3,7 @@ as the shipped weights' regeneration, shortened to seconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -76,8 +77,6 @@ def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
         targets = ("cam",)
     for name in targets:
         cls = get_plugin("methods", name)
-        import dataclasses
-
         model_key = "model" if vit else "backbone"
         method = cls(dataclasses.replace(cls.presets["synth"], image_size=32, resize_size=36,
                                          **{model_key: backbone}), 3)
@@ -202,19 +201,20 @@ def test_the_shipped_weights_match_their_manifests():
     for path in shipped:
         manifest = weights.read_manifest(path)
         assert manifest["corpus_name"] == "synth-pretrain"
-        assert manifest["recipe"]["epochs"] >= 1 and manifest["backbone"] in ("vit_synth",
-                                                                              "smallcnn")
+        backbone = manifest["backbone"]
+        assert manifest["recipe"]["epochs"] >= 1 and backbone in ("vit_synth", *SYNTH_CNNS)
+        assert manifest["regenerate"].startswith(f"wsolbench pretrain --backbone {backbone} ")
         state = load_file(str(path))
-        for name in {"vit_synth": ("tscam", "trt"), "smallcnn": ("cam",)}[manifest["backbone"]]:
+        model_key = "model" if backbone == "vit_synth" else "backbone"
+        for name in ("tscam", "trt") if backbone == "vit_synth" else ("cam",):
             cls = get_plugin("methods", name)
-            cls(cls.presets["synth"], 10).load_pretrained(state)
+            config = dataclasses.replace(cls.presets["synth"], **{model_key: backbone})
+            cls(config, 10).load_pretrained(state)
 
 
 def test_a_pretraining_stage_continues_from_earlier_weights_at_another_resolution(tmp_path):
     """init_from: the second stage starts from the first stage's weights (position grid
     resampled by timm from 4x4 to 6x6 tokens), and its manifest names them."""
-    import dataclasses
-
     from safetensors.torch import load_file
 
     from wsolbench.config import apply_overrides
@@ -281,8 +281,6 @@ def test_token_labeling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_path):
     """token_teacher: the ViT's patch tokens also learn the CNN teacher's scores; the token
     head is not shipped, the manifest names the teacher, and with weight 0 the weights are
     bit for bit the plain pretraining's (the token head draws from a forked RNG)."""
-    import dataclasses
-
     from safetensors.torch import load_file
 
     from wsolbench.config import apply_overrides
