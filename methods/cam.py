@@ -10,9 +10,11 @@ the raw map goes to `wsolbench.postprocess`). Backbones:
 - `resnet50`, `inception_v3`: timm models' `forward_features`.
 - `smallcnn`: four 3x3 convs (receptive field 13 px, 32x32 maps at 64 px), a synth CNN
   that trains on a CPU in minutes and shows textbook partial activation at 64 px.
-- `dilatedcnn`: seven 3x3 convs, two of stride 2, the last two dilated 2 and 4: a receptive
-  field of 69 px that sees a whole 64-px image, as the conv5 of a VGG16 sees most of a
-  224-px one; 16x16 maps, at about the smallcnn's cost (docs/benchmark.md row 57).
+- `stridedcnn`: five 3x3 convs, the second and fourth of stride 2: receptive field 21 px,
+  16x16 maps.
+- `dilatedcnn`: `stridedcnn` and two more 3x3 convs, dilated 2 and 4: a receptive field of
+  69 px that sees a whole 64-px image, as the conv5 of a VGG16 sees most of a 224-px one;
+  16x16 maps, at about the smallcnn's cost (docs/benchmark.md rows 57-58).
 
 Checked against: vasgaowei/TS-CAM `lib/models/vgg.py` (conv6 head), clovaai/wsolevaluation.
 """
@@ -37,10 +39,12 @@ def _synth_cnn(backbone: str, width: int) -> tuple[nn.Module, int]:
     layers = [*block(3, width // 4), *block(width // 4, width // 2, stride=2),
               *block(width // 2, 3 * width // 4)]
     if backbone == "smallcnn":
-        layers += block(3 * width // 4, width)
-    else:  # dilatedcnn: receptive field 13 -> 69 px by a second stride and two dilations
-        layers += [*block(3 * width // 4, width, stride=2), *block(width, width),
-                   *block(width, width, dilation=2), *block(width, width, dilation=4)]
+        return nn.Sequential(*layers, *block(3 * width // 4, width)), width
+    # stridedcnn: a second stride and a fifth conv widen the field from 13 to 21 px;
+    # dilatedcnn's two dilated convs widen it further, to 69 px
+    layers += [*block(3 * width // 4, width, stride=2), *block(width, width)]
+    if backbone == "dilatedcnn":
+        layers += [*block(width, width, dilation=2), *block(width, width, dilation=4)]
     return nn.Sequential(*layers), width
 
 

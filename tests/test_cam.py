@@ -7,6 +7,7 @@ from wsolbench.methods.cam import CAM, CAMConfig
 from wsolbench.engine import load_checkpoint
 from wsolbench.errors import WsolbenchError
 from wsolbench.method import read_state_dict
+from wsolbench.method_config import SYNTH_CNNS
 
 
 def small(num_classes=5):
@@ -112,11 +113,12 @@ def _receptive_field(backbone: str) -> int:
     return int(rows.max() - rows.min() + 1)
 
 
-@pytest.mark.parametrize("backbone,field,cells", [("smallcnn", 13, 32), ("dilatedcnn", 69, 16)])
-def test_the_synth_cnns_receptive_fields_and_map_sizes(backbone, field, cells):
-    """smallcnn: 13 px, 32x32 maps at 64 px; dilatedcnn: 69 px (more than the 64-px image),
-    16x16 maps (docs/benchmark.md row 57)."""
-    assert _receptive_field(backbone) == field
+@pytest.mark.parametrize("backbone,cells", [("smallcnn", 32), ("stridedcnn", 16),
+                                           ("dilatedcnn", 16)])
+def test_the_synth_cnns_receptive_fields_and_map_sizes(backbone, cells):
+    """The receptive fields SYNTH_CNNS states (13, 21 and 69 px: dilatedcnn's more than the
+    64-px image) and the map sizes at 64 px (docs/benchmark.md rows 57-58)."""
+    assert _receptive_field(backbone) == SYNTH_CNNS[backbone]
     model = CAM(CAMConfig(backbone=backbone), 3).eval()
     assert model.localize(torch.rand(2, 3, 64, 64), torch.tensor([0, 2])).maps.shape == \
         (2, cells, cells)

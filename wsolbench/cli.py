@@ -276,7 +276,8 @@ def explain(checkpoint, methods, layer, extra_protocols, dataset, data_root, ful
 
 @cli.command()
 @click.option("--backbone", required=True,
-              type=click.Choice(["smallcnn", "dilatedcnn", "vit_synth", "vit_synth_p4"]),
+              type=click.Choice(["smallcnn", "stridedcnn", "dilatedcnn", "vit_synth",
+                                 "vit_synth_p4"]),
               help="The synth backbone to pretrain (a CNN of CAM's, or the ViT of TS-CAM/TRT).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Weights file to write (.safetensors; its manifest goes beside it as .json).")

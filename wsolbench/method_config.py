@@ -24,10 +24,11 @@ TRAIN_TRANSFORMS = ("resize_crop_flip", "timm_randaug")
 # patch 4 gives 16x16 (docs/benchmark.md, rows 12-13). `wsolbench.vit.build_vit` builds them.
 SYNTH_VITS = {"vit_synth": 8, "vit_synth_p4": 4}
 # wsolbench's own CNNs for CAM at 64 px (`wsolbench.methods.cam` builds them), by receptive
-# field: `smallcnn` four 3x3 convs (13 px, 32x32 maps); `dilatedcnn` seven, strided twice,
-# the last two dilated 2 and 4 (69 px, the whole image, as a VGG16's conv5 covers most of a
-# 224-px image; 16x16 maps; docs/benchmark.md row 57).
-SYNTH_CNNS = ("smallcnn", "dilatedcnn")
+# field in pixels: `smallcnn` four 3x3 convs (32x32 maps); `stridedcnn` five, the second and
+# fourth of stride 2 (16x16 maps); `dilatedcnn` seven, strided as `stridedcnn`, the last two
+# dilated 2 and 4 (16x16 maps; the whole image, as a VGG16's conv5 covers most of a 224-px
+# image). docs/benchmark.md rows 57-58.
+SYNTH_CNNS = {"smallcnn": 13, "stridedcnn": 21, "dilatedcnn": 69}
 
 
 def check_timm_name(name: str, key: str, own: tuple[str, ...] = ()) -> None:
