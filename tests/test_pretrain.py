@@ -322,7 +322,7 @@ def test_a_token_teacher_must_be_a_cnn_of_the_same_corpus(tmp_path):
     corpus = SynthPretrainDataset.load(tmp_path / "data", workers=1, config=apply_overrides(
         SynthPretrainConfig(), TINY_CORPUS))
     other = {"synth": dict(corpus.info["synth"], seed=corpus.info["synth"]["seed"] + 1)}
-    cases = (("vit.safetensors", corpus.info, "holds a 'vit_synth' backbone, not 'smallcnn'"),
+    cases = (("vit.safetensors", corpus.info, "holds a 'vit_synth' backbone, not a synth CNN"),
              ("cnn.safetensors", other, "pretrained on another corpus"),
              ("none.safetensors", corpus.info, "no such file"),
              ("synth-nothing", corpus.info, "no shipped weights of that name"))
@@ -333,6 +333,11 @@ def test_a_token_teacher_must_be_a_cnn_of_the_same_corpus(tmp_path):
             load_token_teacher(cfg, info, 4)
     with pytest.raises(WsolbenchError, match="'smallcnn' has none"):
         PretrainConfig(backbone="smallcnn", token_teacher="synth-smallcnn")
+    # any synth CNN teaches: the teacher is built with its manifest's backbone
+    _pretrain(tmp_path / "dilated.safetensors", tmp_path, backbone="dilatedcnn")
+    cfg = PretrainConfig(token_teacher=str(tmp_path / "dilated.safetensors"))
+    teacher, _ = load_token_teacher(cfg, corpus.info, 4)
+    assert teacher.config.backbone == "dilatedcnn"
 
 
 def test_patch_pixels_follow_the_patch_embedding_token_order():

@@ -57,8 +57,8 @@ class PretrainConfig:
     init_from: str = ""
     # Token labeling (ViTs only; docs/benchmark.md, "The pretraining setting"): every patch token
     # also learns the class scores a CNN pretrained on the same corpus gives its location. The
-    # teacher is a `wsolbench pretrain --backbone smallcnn` output: a shipped name
-    # (`synth-smallcnn`) or a file. `token_loss_weight` is LV-ViT's beta.
+    # teacher is the output of a `wsolbench pretrain` of a synth CNN (SYNTH_CNNS): a shipped
+    # name (`synth-smallcnn`) or a file. `token_loss_weight` is LV-ViT's beta.
     token_teacher: str = ""
     token_loss_weight: float = 0.5
     # Masked image modelling (ViTs only; SimMIM's objective, docs/benchmark.md row 42): a
@@ -174,7 +174,7 @@ def random_token_mask(batch: int, tokens: int, ratio: float, generator: torch.Ge
 def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_classes: int
                        ) -> tuple[nn.Module, dict[str, str]]:
     """The frozen CNN `cfg.token_teacher` names (a shipped name or a file), checked against
-    its manifest: a smallcnn pretrained on this very corpus, so its classes are these."""
+    its manifest: a synth CNN pretrained on this very corpus, so its classes are these."""
     from safetensors.torch import load_file
 
     from wsolbench.weights import read_manifest, shipped_weights
@@ -185,18 +185,19 @@ def load_token_teacher(cfg: PretrainConfig, corpus_info: dict[str, Any], num_cla
             raise WsolbenchError(f"pretrain: token_teacher={cfg.token_teacher!r}: no such file")
         path = shipped_weights(cfg.token_teacher)
     manifest = read_manifest(path)
-    if manifest.get("backbone") != "smallcnn":
-        raise WsolbenchError(f"pretrain: token_teacher={path} holds a "
-                             f"{manifest.get('backbone')!r} backbone, not 'smallcnn'")
+    backbone = manifest.get("backbone")
+    if backbone not in SYNTH_CNNS:
+        raise WsolbenchError(f"pretrain: token_teacher={path} holds a {backbone!r} backbone, "
+                             f"not a synth CNN ({', '.join(SYNTH_CNNS)})")
     if manifest.get("corpus") != json.loads(json.dumps(corpus_info)):  # tuples as JSON lists
         raise WsolbenchError(f"pretrain: token_teacher={path} was pretrained on another "
                              "corpus; its classes are not this corpus's")
-    cnn = dataclasses.replace(cfg, backbone="smallcnn", token_teacher="", mim_loss_weight=0.0)
+    cnn = dataclasses.replace(cfg, backbone=backbone, token_teacher="", mim_loss_weight=0.0)
     teacher = build_classifier(cnn, num_classes)
     missing, unexpected = teacher.load_state_dict(load_file(str(path)), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # never shipped
     if missing or unexpected:
-        raise WsolbenchError(f"pretrain: token_teacher={path} does not fit the smallcnn: "
+        raise WsolbenchError(f"pretrain: token_teacher={path} does not fit a {backbone}: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     teacher.eval().requires_grad_(False)
     # The name as given (a shipped name stays a name): no machine's paths in a manifest.
