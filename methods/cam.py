@@ -31,7 +31,7 @@ from wsolbench.methods.cam_config import PRESETS, CAMConfig
 
 
 def _synth_cnn(backbone: str, width: int) -> tuple[nn.Module, int]:
-    """`smallcnn` or `dilatedcnn`: 3x3 conv + BN + ReLU blocks, widths rising to `width`."""
+    """One of `SYNTH_CNNS`: 3x3 conv + BN + ReLU blocks, widths rising to `width`."""
     def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False),
                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]

@@ -125,8 +125,8 @@ def test_the_synth_cnns_receptive_fields_and_map_sizes(backbone, cells):
 
 
 def test_weights_of_the_other_synth_cnn_are_refused():
-    """A dilatedcnn's first 12 tensors have a smallcnn's shapes: the extra layers must make the
-    load fail rather than fill a smallcnn with weights trained for other strides."""
+    """A dilatedcnn's first four layers have a smallcnn's shapes: its extra layers must make
+    the load fail rather than fill a smallcnn with weights trained for other strides."""
     torch.manual_seed(0)
     dilated = CAM(CAMConfig(backbone="dilatedcnn", width=16), 3).state_dict()
     with pytest.raises(WsolbenchError, match="a smallcnn lacks"):

@@ -31,8 +31,8 @@ from wsolbench.method_config import IMAGENET_MEAN, IMAGENET_STD, SYNTH_CNNS, SYN
 
 logger = logging.getLogger(__name__)
 
-# CAM's CNN and the synth ViTs (the CLI spells them out so that --help needs no torch; a test
-# keeps the two lists equal).
+# CAM's synth CNNs and the synth ViTs (the CLI spells them out so that --help needs no
+# torch; a test keeps the two lists equal).
 BACKBONES = (*SYNTH_CNNS, *SYNTH_VITS)
 
 
