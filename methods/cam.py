@@ -14,7 +14,7 @@ the raw map goes to `wsolbench.postprocess`). Backbones:
   16x16 maps.
 - `dilatedcnn`: `stridedcnn` and two more 3x3 convs, dilated 2 and 4: a receptive field of
   69 px that sees a whole 64-px image, as the conv5 of a VGG16 sees most of a 224-px one;
-  16x16 maps, at about the smallcnn's cost (docs/benchmark.md rows 57-58).
+  16x16 maps (docs/benchmark.md rows 57-58).
 
 Checked against: vasgaowei/TS-CAM `lib/models/vgg.py` (conv6 head), clovaai/wsolevaluation.
 """
