@@ -25,10 +25,11 @@ TINY_RECIPE = {"epochs": "3", "batch_size": "16", "warmup_epochs": "1", "image_s
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 
 
-def _args(out: Path, results: Path, backbone: str = "vit_synth") -> list[str]:
+def _args(out: Path, results: Path, backbone: str = "vit_synth",
+          **recipe: str) -> list[str]:
     return [sys.executable, "-m", "wsolbench", "pretrain", "--backbone", backbone,
             "--out", str(out), "--results-dir", str(results), "--threads", "1",
-            *[a for k, v in TINY_RECIPE.items() for a in ("--set", f"{k}={v}")],
+            *[a for k, v in {**TINY_RECIPE, **recipe}.items() for a in ("--set", f"{k}={v}")],
             *[a for k, v in TINY_CORPUS.items() for a in ("--data-set", f"{k}={v}")]]
 
 
@@ -90,15 +91,17 @@ def test_pretrain_writes_weights_the_methods_load(tmp_path, backbone):
 @pytest.mark.slow
 def test_a_killed_pretraining_resumes_to_the_same_weights(tmp_path):
     """Killed (SIGKILL) after its first epoch, the same command resumes from the epoch
-    snapshot and ends with the bytes of an uninterrupted pretraining."""
+    snapshot and ends with the bytes of an uninterrupted pretraining — CutMix on, so the
+    snapshot must carry the NumPy stream timm's Mixup draws its boxes from."""
     from safetensors.torch import load_file
 
     whole = tmp_path / "whole.safetensors"
-    done = subprocess.run(_args(whole, tmp_path), capture_output=True, text=True, env=ENV,
-                          check=False, timeout=600)
+    args = {"cutmix_alpha": "1.0"}
+    done = subprocess.run(_args(whole, tmp_path, **args), capture_output=True, text=True,
+                          env=ENV, check=False, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     cut = tmp_path / "cut.safetensors"
-    job = subprocess.Popen(_args(cut, tmp_path), stdout=subprocess.DEVNULL,
+    job = subprocess.Popen(_args(cut, tmp_path, **args), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=ENV)
     resume = cut.with_suffix(".resume.pt")
     deadline = time.monotonic() + 300
@@ -108,8 +111,8 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(tmp_path):
     os.kill(job.pid, signal.SIGKILL)
     job.wait()
     assert not cut.exists()
-    done = subprocess.run(_args(cut, tmp_path), capture_output=True, text=True, env=ENV,
-                          check=False, timeout=600)
+    done = subprocess.run(_args(cut, tmp_path, **args), capture_output=True, text=True,
+                          env=ENV, check=False, timeout=600)
     assert done.returncode == 0 and "resuming after epoch" in done.stderr, done.stderr[-2000:]
     a, b = load_file(str(whole)), load_file(str(cut))
     assert a.keys() == b.keys()
@@ -413,6 +416,63 @@ def test_masked_image_modelling_pretrains_a_vit_that_ships_like_a_plain_one(tmp_
     ({"mim_loss_weight": -1.0}, "mim_loss_weight must be >= 0"),
 ])
 def test_masked_image_modelling_settings_are_checked(overrides, message):
+    from wsolbench.pretrain import PretrainConfig
+
+    with pytest.raises(WsolbenchError, match=message):
+        PretrainConfig(**overrides)
+
+
+def test_cutmix_feeds_the_model_pasted_boxes_and_area_weighted_targets(tmp_path, monkeypatch):
+    """With `cutmix_alpha`, every image the backbone sees is its own outside one box and the
+    image at the mirrored batch position inside it, and its target gives each label the
+    share of the area it shows, label-smoothed (DeiT's recipe, through timm's Mixup)."""
+    import timm.data
+    from safetensors.torch import load_file
+
+    from wsolbench.registry import get_plugin
+
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    class Recording(timm.data.Mixup):
+        def __call__(self, x, target):
+            before = x.clone()
+            mixed, soft = super().__call__(x, target)
+            seen.append((before, target.clone(), mixed.clone(), soft.clone()))
+            return mixed, soft
+
+    monkeypatch.setattr(timm.data, "Mixup", Recording)
+    monkeypatch.setitem(TINY_RECIPE, "cutmix_alpha", "1.0")
+    monkeypatch.setitem(TINY_RECIPE, "epochs", "1")
+    out = tmp_path / "cm.safetensors"
+    manifest = _pretrain(out, tmp_path, "smallcnn")
+    assert manifest["recipe"]["cutmix_alpha"] == 1.0 and seen
+    smoothing, classes = 0.1, int(TINY_CORPUS["num_classes"])
+    areas = []
+    for before, labels, mixed, soft in seen:
+        pasted = (mixed != before).any(dim=(0, 1))  # the pixels that came from elsewhere
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        box = torch.zeros_like(pasted)
+        if len(rows):
+            box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        torch.testing.assert_close(mixed[..., box], before.flip(0)[..., box], rtol=0, atol=0)
+        torch.testing.assert_close(mixed[..., ~box], before[..., ~box], rtol=0, atol=0)
+        areas.append(float(box.float().mean()))
+        lam = 1 - areas[-1]
+        off, on = smoothing / classes, 1 - smoothing + smoothing / classes
+        own = torch.nn.functional.one_hot(labels, classes) * (on - off) + off
+        expected = lam * own + (1 - lam) * own.flip(0)
+        torch.testing.assert_close(soft, expected, rtol=0, atol=1e-6)
+    assert max(areas) > 0, "no batch was mixed"
+    cam = get_plugin("methods", "cam")
+    cam(dataclasses.replace(cam.presets["synth"], image_size=32, resize_size=36), 3
+        ).load_pretrained(load_file(str(out)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"cutmix_alpha": -1.0}, "cutmix_alpha must be >= 0"),
+    ({"cutmix_alpha": 1.0, "batch_size": 15}, "batch_size must be even"),
+])
+def test_cutmix_settings_are_checked(overrides, message):
     from wsolbench.pretrain import PretrainConfig
 
     with pytest.raises(WsolbenchError, match=message):

@@ -67,6 +67,10 @@ class PretrainConfig:
     # patch's (normalized) pixels, L1 loss weighted `mim_loss_weight`; 0 turns it off.
     mim_loss_weight: float = 0.0
     mim_mask_ratio: float = 0.5
+    # CutMix (Yun et al., ICCV 2019; part of DeiT's ImageNet recipe), any backbone: each batch
+    # pastes a box of the batch read backwards over its images, the box's area drawn from
+    # Beta(alpha, alpha), and the targets mix by area (timm's `Mixup`); 0 turns it off.
+    cutmix_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -87,6 +91,11 @@ class PretrainConfig:
         if self.mim_loss_weight < 0 or not 0 < self.mim_mask_ratio < 1:
             raise WsolbenchError("pretrain: mim_loss_weight must be >= 0 and mim_mask_ratio "
                                  "in (0, 1)")
+        if self.cutmix_alpha < 0:
+            raise WsolbenchError("pretrain: cutmix_alpha must be >= 0")
+        if self.cutmix_alpha and self.batch_size % 2:
+            raise WsolbenchError("pretrain: cutmix_alpha pairs a batch's images, so batch_size "
+                                 f"must be even, got {self.batch_size}")
         if self.mim_loss_weight and self.backbone not in SYNTH_VITS:
             raise WsolbenchError(f"pretrain: mim_loss_weight masks a ViT's patch tokens; "
                                  f"{self.backbone!r} has none")
@@ -260,6 +269,8 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
     """Train `cfg.backbone` on `data` (a `WSOLData`: train and test splits); write the
     weights and their manifest; return the manifest."""
     from safetensors.torch import save_file
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
     from torch.utils.data import DataLoader
@@ -303,6 +314,13 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
                                   warmup_t=cfg.warmup_epochs * steps, warmup_lr_init=1e-6,
                                   lr_min=1e-6, t_in_epochs=False)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    cutmix = None
+    if cfg.cutmix_alpha:
+        # timm's Mixup draws from NumPy's global generator: seeded here, kept in the snapshot.
+        np.random.seed(cfg.seed)
+        cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=cfg.cutmix_alpha, mode="batch",
+                       label_smoothing=cfg.label_smoothing, num_classes=data.num_classes)
+        loss_fn = SoftTargetCrossEntropy()  # the targets come mixed and smoothed
     resume_path = out.with_suffix(".resume.pt")
     history: list[dict[str, float]] = []
     start, spent = 0, 0.0
@@ -315,6 +333,7 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
             generator.set_state(state["generator"])
             masking.set_state(state["masking"])
             torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
             start, history, spent = state["epoch"], state["history"], state["seconds"]
             logger.info("pretrain: resuming after epoch %d of %d", start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
@@ -324,15 +343,18 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
         for step, (images, labels, _) in enumerate(train_loader):
             check_interrupt()  # a swallowed Ctrl-C or SIGTERM stops here
             scheduler.step_update(epoch * steps + step)
+            # With CutMix the loss takes the mixed targets; the train accuracy stays against
+            # each image's own label (the larger part of it, on average).
+            images, targets = cutmix(images, labels) if cutmix else (images, labels)
             if model is shipped:
                 logits = model(images)
-                loss = loss_fn(logits, labels)
+                loss = loss_fn(logits, targets)
             else:
                 logits, token_logits = model.forward_with_tokens(images)
-                loss = loss_fn(logits, labels)
+                loss = loss_fn(logits, targets)
                 if teacher is not None:
-                    targets = teacher_token_targets(teacher, images, grid)
-                    token_loss = -(targets * token_logits.log_softmax(dim=-1)).sum(-1).mean()
+                    token_targets = teacher_token_targets(teacher, images, grid)
+                    token_loss = -(token_targets * token_logits.log_softmax(dim=-1)).sum(-1).mean()
                     loss = loss + cfg.token_loss_weight * token_loss
                     token_losses.append(token_loss.item())
                 if cfg.mim_loss_weight:
@@ -368,7 +390,8 @@ def pretrain(cfg: PretrainConfig, data, out: Path, threads: int | None = None,
         snapshot = {"recipe": recipe, "corpus": data.info, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                     "masking": masking.get_state(),
-                    "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                    "epoch": epoch + 1,
                     "history": history, "seconds": spent}
         atomic_save(resume_path, lambda path, state=snapshot: torch.save(state, path))
     weights = {k: v.contiguous() for k, v in shipped.state_dict().items()
