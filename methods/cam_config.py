@@ -33,7 +33,7 @@ PRESETS = MethodPresets(
         # paper protocol is the tau a seed-0 run selected on train-fullsup (never on test).
         "synth": CAMConfig(backbone="smallcnn", image_size=64, resize_size=72, epochs=12,
                            batch_size=32, lr=3e-3, weight_decay=1e-4, lr_steps=(9,),
-                           cam_threshold=0.26, init_weights="synth-smallcnn-e38"),
+                           cam_threshold=0.26, init_weights="synth-smallcnn-cutmix"),
         # TRT repo's configs/CUB/vggcam_patch16_224.yaml with the effective CLI optimizer.
         "cub": CAMConfig(backbone="vgg16", image_size=224, resize_size=256, epochs=40,
                          batch_size=64, lr=5e-5, weight_decay=0.05, lr_steps=(12, 24),
