@@ -35,7 +35,7 @@ PRESETS = MethodPresets(
         "synth": TRTConfig(model="vit_synth", image_size=64, resize_size=72, epochs=12,
                            batch_size=64, lr=1e-3, weight_decay=0.05, lr_steps=(9,),
                            thresh=0.6, stage2_epochs=4, cam_threshold=0.26,
-                           init_weights="synth-vit-tl-mim3"),
+                           init_weights="synth-vit-tl-mim3-cutmix"),
         # configs/CUB/deit_trt_{,fuse_}base_patch16_224_0.6.yaml + train_*.sh.
         "cub": TRTConfig(model="deit_base_patch16_224", image_size=224, resize_size=256,
                          epochs=30, batch_size=128, lr=5e-5, weight_decay=0.05, lr_steps=(15,),

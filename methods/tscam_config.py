@@ -25,7 +25,7 @@ PRESETS = MethodPresets(
         "synth": TSCAMConfig(model="vit_synth", image_size=64, resize_size=72, epochs=12,
                              batch_size=64, lr=1e-3, weight_decay=0.05, lr_steps=(9,),
                              cam_threshold=0.26,
-                             init_weights="synth-vit-tl-mim3"),
+                             init_weights="synth-vit-tl-mim3-cutmix"),
         # configs/CUB/deit_tscam_small_patch16_224.yaml + train_val_cub.sh (AdamW from CLI).
         "cub": TSCAMConfig(model="deit_small_patch16_224", image_size=224, resize_size=256,
                            epochs=60, batch_size=128, lr=5e-5, weight_decay=0.05,
