@@ -151,6 +151,8 @@ TINY = ["--data-set", "num_classes=3", "--data-set", "train_per_class=4", "--dat
     (["--pretrained", "/nonexistent.pth"], "'/nonexistent.pth' does not exist"),
     (["--pretrained-sha256", "abc"], "--pretrained-sha256 pins the weights of --pretrained"),
     (["--results-dir", "/etc/hostname"], "is a file, not a folder"),
+    (["--skip-protocol", "maxboxacc_v2"], "--skip-protocol maxboxacc_v2: only maxboxacc, pxap"),
+    (["--skip-protocol", "paper"], "the others feed the tables, the fair threshold"),
 ])
 def test_bad_run_options_are_one_line_before_any_work(tmp_path, monkeypatch, capsys, args,
                                                      message):

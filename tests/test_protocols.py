@@ -560,3 +560,29 @@ def test_fixed_box_ious_equal_iou_matrix():
         a = rng.integers(-3, 20, (int(rng.integers(1, 4)), 4))
         b = rng.integers(-3, 20, (int(rng.integers(1, 4)), 4))
         np.testing.assert_array_equal(fixed_box_ious(a, b), iou_matrix(a, b).max(axis=1))
+
+
+def test_a_skipped_protocol_leaves_the_others_numbers_unchanged(tiny_synth):
+    """`--skip-protocol maxboxacc` (the default workflow's) drops MaxBoxAcc v1 from a run's
+    suite and nothing else: every other protocol gives the same numbers on the same maps."""
+    from types import SimpleNamespace
+
+    from wsolbench.options import RunOptions
+    from wsolbench.suite import evaluate_split
+
+    records = tiny_synth.test
+    rng = np.random.default_rng(0)
+    preds = SimpleNamespace(maps=list(rng.random((len(records), 8, 8))),
+                            logits=rng.normal(size=(len(records), tiny_synth.num_classes)))
+    cfg = SimpleNamespace(cam_threshold=0.2, image_size=32)
+
+    def suite(*skip: str) -> dict:
+        opts = RunOptions(method="cam", dataset="synth-cub", eval_workers=1,
+                          cam_curve_interval=0.01, skip_protocols=skip)
+        return {name: p.compute() for name, p in
+                evaluate_split(records, preds, cfg, opts).items()}
+
+    full, lean = suite(), suite("maxboxacc")
+    assert set(full) - set(lean) == {"maxboxacc"} and "pxap" in lean
+    assert all(lean[name] == full[name] for name in lean)
+    assert set(suite("maxboxacc", "pxap")) == {"classification", "paper", "maxboxacc_v2"}

@@ -67,6 +67,9 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     # methods' presets are registered torch-free: wsolbench.method_config); paper.yaml's DeiT
     # and VGG names only timm can check.
     assert f"torch imported: {config == 'paper.yaml'}" in done.stderr, done.stderr[-2000:]
+    # The synth configs leave MaxBoxAcc v1 out (in no table); paper.yaml evaluates it.
+    assert all(("--skip-protocol maxboxacc" in c) == (config != "paper.yaml")
+               for c in commands)
     if config == "paper.yaml":  # nothing of the default config leaks into a given one
         assert not any("synth" in c for c in commands)
         assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)
@@ -114,6 +117,7 @@ def test_the_shipped_configs_pass_the_checks():
     ({"seeds": ["zero"]}, "'zero' is not of type 'integer'"),
     ({"protocols": ["paper", "best-on-test"]}, "'best-on-test' is not one of"),
     ({"methods": {"cam": {"epochs": 3}}}, "Additional properties are not allowed ('epochs'"),
+    ({"evaluation": {"skip_protocols": ["paper"]}}, "'paper' is not one of ['maxboxacc', 'pxap']"),
 ])
 def test_schema_rejects_bad_config_with_a_clear_message(change, message):
     config = default_workflow_config()

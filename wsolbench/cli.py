@@ -30,6 +30,14 @@ def _cam_curve_interval_option(func):
              "np.arange(0, 1, step), as wsolevaluation (its default).")(func)
 
 
+def _skip_protocol_option(func):
+    """`--skip-protocol NAME`: leave an optional protocol of the built-in suite out."""
+    return click.option(
+        "--skip-protocol", "skip_protocols", multiple=True, metavar="NAME",
+        help="Leave this built-in protocol out of the evaluation: maxboxacc (MaxBoxAcc v1, "
+             "in no table; most of the evaluation's time) or pxap. Repeatable.")(func)
+
+
 def _overrides(pairs: tuple[str, ...]) -> dict[str, str]:
     from wsolbench.config import parse_overrides
 
@@ -142,6 +150,7 @@ def cli() -> None:
 @click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
               help="Also evaluate this registered protocol (`wsolbench list protocols`; a "
                    "plugin's own), on test and train-fullsup. Repeatable.")
+@_skip_protocol_option
 @click.option("--select-checkpoint", type=click.Choice(["last", "fullsup", "test"]),
               default="last", show_default=True,
               help="Which epoch of each training stage is kept: the last; the best Top-1 Loc "
@@ -154,7 +163,7 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
         results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers, first_box_only,
         seed,
         preset, epochs, batch_size, lr, settings, pretrained, pretrained_sha256, resume,
-        no_mlflow, threads, precision, compile_, eval_every, extra_protocols,
+        no_mlflow, threads, precision, compile_, eval_every, extra_protocols, skip_protocols,
         select_checkpoint, nproc_per_node) -> None:
     """Train METHOD on DATASET, evaluate every protocol, log to MLflow.
 
@@ -180,7 +189,8 @@ def run(method, dataset, data_root, fullsup_metadata, fullsup_images, data_set, 
                       first_box_only=first_box_only, threads=threads, precision=precision,
                       compile=compile_, eval_every=eval_every,
                       select_checkpoint=select_checkpoint,
-                      extra_protocols=tuple(extra_protocols))
+                      extra_protocols=tuple(extra_protocols),
+                      skip_protocols=tuple(skip_protocols))
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_under_torchrun(nproc_per_node)
     results = run_job(opts)
@@ -216,9 +226,10 @@ def _relaunch_under_torchrun(nproc: int) -> None:
               help="Another path for the results file (default: in the --out folder).")
 @click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
               help="Also evaluate this registered protocol (a plugin's own). Repeatable.")
+@_skip_protocol_option
 def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, data_set, device,
              results_dir, num_workers, cam_curve_interval, no_baselines, eval_workers,
-             first_box_only, out_dir, json_out, extra_protocols) -> None:
+             first_box_only, out_dir, json_out, extra_protocols, skip_protocols) -> None:
     """Evaluate a saved checkpoint on a dataset's test and train-fullsup splits, into a
     folder of its own (the evaluated run's files are never touched)."""
     from wsolbench.options import RunOptions
@@ -230,7 +241,8 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
                       num_workers=num_workers, cam_curve_interval=cam_curve_interval,
                       baselines=not no_baselines,
                       mlflow=False, eval_workers=eval_workers, first_box_only=first_box_only,
-                      extra_protocols=tuple(extra_protocols))
+                      extra_protocols=tuple(extra_protocols),
+                      skip_protocols=tuple(skip_protocols))
     results = evaluate_checkpoint(opts, checkpoint, json_out, out_dir)
     click.echo(json.dumps({k: v for k, v in _scalars(results["metrics"]).items()}, indent=1))
 

@@ -45,6 +45,10 @@ class RunOptions:
     # Registered protocols evaluated beside the built-in suite (a plugin's own metric);
     # their numbers land in results.json and MLflow under their names.
     extra_protocols: tuple[str, ...] = ()
+    # Built-in protocols left out of the suite (only OPTIONAL_PROTOCOLS: nothing the tables,
+    # the `fair` transfer or the search read). The default workflow skips MaxBoxAcc v1: in
+    # none of Tables 1-3, three quarters of the protocols' time (bench_eval_suite.py).
+    skip_protocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.select_checkpoint not in SELECT_CHOICES:
@@ -57,6 +61,11 @@ class RunOptions:
         clash = sorted(set(self.extra_protocols) & builtin)
         if clash:
             raise WsolbenchError(f"--protocol {clash[0]}: already in every run's suite")
+        required = sorted(set(self.skip_protocols) - set(OPTIONAL_PROTOCOLS))
+        if required:
+            raise WsolbenchError(
+                f"--skip-protocol {required[0]}: only {', '.join(OPTIONAL_PROTOCOLS)} can be "
+                f"skipped (the others feed the tables, the fair threshold and the search)")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise WsolbenchError(f"--pretrained: weights file not found: {self.pretrained}")
 
@@ -77,4 +86,6 @@ SELECT_CHOICES = ("last", "fullsup", "test")
 # protocol each runs (docs/protocols.md); `--protocol NAME` adds others beside them.
 SUITE_PLUGINS = {"classification": "classification", "paper": "loc_acc",
                  "maxboxacc_v2": "maxboxacc_v2", "maxboxacc": "maxboxacc", "pxap": "pxap"}
+# The suite entries `--skip-protocol` may leave out.
+OPTIONAL_PROTOCOLS = ("maxboxacc", "pxap")
 TEST_SELECTION_NOTE = "checkpoint chosen on the test split, as the official code does"

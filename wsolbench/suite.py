@@ -32,6 +32,8 @@ def evaluate_split(records, preds, cfg, opts: RunOptions) -> dict[str, Any]:
     if records and all(r.mask_paths for r in records):
         protocols["pxap"] = get_plugin("protocols", "pxap")(
             cam_curve_interval=opts.cam_curve_interval)
+    for name in opts.skip_protocols:
+        protocols.pop(name, None)
     for name in opts.extra_protocols:  # any registered protocol, a plugin's too
         protocols[name] = extra_protocol(name, opts)
     evaluate(list(protocols.values()), records, preds.maps, preds.logits,

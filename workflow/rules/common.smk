@@ -83,6 +83,7 @@ def run_args(wildcards):
     if dataset.get("first_box_only"):
         args.append("--first-box-only")
     args += [f"--protocol {shlex.quote(name)}" for name in EVAL.get("protocols", [])]
+    args += [f"--skip-protocol {name}" for name in EVAL.get("skip_protocols", [])]
     if not scores_baselines(wildcards.method, int(wildcards.seed)):
         args.append("--no-baselines")
     return " ".join(a for a in args if a)
