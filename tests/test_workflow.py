@@ -192,7 +192,8 @@ def tiny_config(results: Path) -> dict:
                                                                    "wsolevaluation"],
         "tables": {"cub": "synth-cub", "ilsvrc": "synth-imagenet"},
         "reported": str(ROOT / "results/reference/reported.csv"),
-        "evaluation": {"cam_curve_interval": 0.01, "bootstrap_resamples": 200, "figure_images": 2},
+        "evaluation": {"cam_curve_interval": 0.01, "bootstrap_resamples": 200, "figure_images": 2,
+                       "skip_protocols": ["maxboxacc"]},
         "resources": {"threads": 1},
         "datasets": {"synth-cub": {"data_set": tiny},
                      "synth-imagenet": {"data_set": {**tiny, "num_classes": 3}}},
@@ -252,7 +253,10 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     # TRT never; every table still has one copy per (dataset, baseline).
     for dataset in ("synth-cub", "synth-imagenet"):
         for path in (results / "runs" / dataset).glob("*/*/*/results.json"):
-            scored = bool(json.loads(path.read_text())["metrics"].get("baselines"))
+            metrics = json.loads(path.read_text())["metrics"]
+            scored = bool(metrics.get("baselines"))
+            # `evaluation.skip_protocols` reaches every run: MaxBoxAcc v1 left out.
+            assert "maxboxacc" not in metrics["test"] and "maxboxacc_v2" in metrics["test"]
             method, seed = path.parts[-4], path.parts[-2]
             assert scored == (method == "cam" and seed == "0"), path
         table = runs[runs.dataset == dataset]
@@ -324,6 +328,7 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     explained = json.loads(next((results / "runs/synth-cub/gradcam@cam").glob(
         "*/0/results.json")).read_text())
     assert f"/cam/{selected['selected_run_key']}/0/" in json.dumps(explained)
+    assert "maxboxacc" not in explained["metrics"]["test"]  # the explain jobs skip it too
 
 
 @pytest.mark.slow

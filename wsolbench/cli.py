@@ -258,10 +258,11 @@ def evaluate(checkpoint, dataset, data_root, fullsup_metadata, fullsup_images, d
                    "feature layer, e.g. `features` for CAM, `vit.norm` for TS-CAM).")
 @click.option("--protocol", "extra_protocols", multiple=True, metavar="NAME",
               help="Also evaluate this registered protocol (a plugin's own). Repeatable.")
+@_skip_protocol_option
 @_dataset_options
-def explain(checkpoint, methods, layer, extra_protocols, dataset, data_root, fullsup_metadata,
-            fullsup_images, data_set, device, results_dir, num_workers, cam_curve_interval,
-            no_baselines, eval_workers, first_box_only) -> None:
+def explain(checkpoint, methods, layer, extra_protocols, skip_protocols, dataset, data_root,
+            fullsup_metadata, fullsup_images, data_set, device, results_dir, num_workers,
+            cam_curve_interval, no_baselines, eval_workers, first_box_only) -> None:
     """Score post-hoc explainers on a trained checkpoint under every protocol.
 
     Each explainer's results land in RESULTS_DIR/runs/<dataset>/<explainer>@<method>/<run
@@ -277,7 +278,8 @@ def explain(checkpoint, methods, layer, extra_protocols, dataset, data_root, ful
                       results_dir=results_dir, dataset_overrides=_overrides(data_set),
                       num_workers=num_workers, cam_curve_interval=cam_curve_interval,
                       baselines=False, mlflow=False, eval_workers=eval_workers,
-                      first_box_only=first_box_only, extra_protocols=tuple(extra_protocols))
+                      first_box_only=first_box_only, extra_protocols=tuple(extra_protocols),
+                      skip_protocols=tuple(skip_protocols))
     for results in explain_checkpoint(opts, checkpoint, _name_list(methods), layer):
         v2 = results["metrics"]["test"]["maxboxacc_v2"]["mean"]
         paper = results["metrics"]["test"]["paper"]

@@ -18,13 +18,14 @@ rule explain:
         checkpoint=lambda wc, input: os.path.join(os.path.dirname(input[0]), "checkpoint.pt"),
         args=lambda wc: data_args(wc.dataset),
         interval=EVAL.get("cam_curve_interval", 0.001),
+        skip=" ".join(f"--skip-protocol {name}" for name in EVAL.get("skip_protocols", [])),
     conda:
         "../envs/wsolbench.yaml"
     threads: RES.get("threads", 1)
     shell:
         "TQDM_DISABLE=1 wsolbench explain --checkpoint {params.checkpoint} {params.args} "
         "--method {wildcards.explainer} --cam-curve-interval {params.interval} "
-        "--eval-workers 1 > {log} 2>&1"
+        "--eval-workers 1 {params.skip} > {log} 2>&1"
 
 
 rule explainer_tables:
