@@ -253,10 +253,12 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
     # TRT never; every table still has one copy per (dataset, baseline).
     for dataset in ("synth-cub", "synth-imagenet"):
         for path in (results / "runs" / dataset).glob("*/*/*/results.json"):
-            metrics = json.loads(path.read_text())["metrics"]
+            run = json.loads(path.read_text())
+            metrics = run["metrics"]
             scored = bool(metrics.get("baselines"))
-            # `evaluation.skip_protocols` reaches every run: MaxBoxAcc v1 left out.
+            # `evaluation.skip_protocols` reaches every run: MaxBoxAcc v1 left out, and said.
             assert "maxboxacc" not in metrics["test"] and "maxboxacc_v2" in metrics["test"]
+            assert run["skipped_protocols"] == ["maxboxacc"]
             method, seed = path.parts[-4], path.parts[-2]
             assert scored == (method == "cam" and seed == "0"), path
         table = runs[runs.dataset == dataset]
@@ -329,6 +331,7 @@ def test_tiny_workflow_end_to_end_and_incremental(tmp_path):
         "*/0/results.json")).read_text())
     assert f"/cam/{selected['selected_run_key']}/0/" in json.dumps(explained)
     assert "maxboxacc" not in explained["metrics"]["test"]  # the explain jobs skip it too
+    assert explained["skipped_protocols"] == ["maxboxacc"]
 
 
 @pytest.mark.slow

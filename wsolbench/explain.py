@@ -90,6 +90,7 @@ def explain_checkpoint(opts: RunOptions, checkpoint: Path, explainers: list[str]
                     "select_checkpoint": "last",
                     "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval,
                                        "curve_step": opts.curve_step},
+                    "skipped_protocols": list(opts.skip_protocols),
                     "git_commit": git_commit(), "versions": package_versions()}
         atomic_write_json(paths.file("config.json"), resolved)
         logger.info("%s: explaining %s (layer %s) on %s", paths.method, checkpoint,

@@ -182,6 +182,7 @@ def _run(opts: RunOptions, tracker, ctx) -> dict[str, Any]:
                 "dataset_info": data.info, "pretrained": pretrained,
                 "protocol_steps": {"cam_curve_interval": opts.cam_curve_interval,
                                    "curve_step": opts.curve_step},
+                "skipped_protocols": list(opts.skip_protocols),
                 "distributed": {"world_size": ctx.world_size},
                 "speed": dataclasses.asdict(speed),
                 "select_checkpoint": opts.select_checkpoint,
