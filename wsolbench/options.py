@@ -47,7 +47,7 @@ class RunOptions:
     extra_protocols: tuple[str, ...] = ()
     # Built-in protocols left out of the suite (only OPTIONAL_PROTOCOLS: nothing the tables,
     # the `fair` transfer or the search read). The default workflow skips MaxBoxAcc v1: in
-    # none of Tables 1-3, three quarters of the protocols' time (bench_eval_suite.py).
+    # none of Tables 1-3, two thirds of the protocols' time (bench_eval_suite.py).
     skip_protocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
