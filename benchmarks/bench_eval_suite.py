@@ -4,7 +4,7 @@ Every `wsolbench run` evaluates its test and train-fullsup maps under the paper 
 MaxBoxAccV2, MaxBoxAcc v1 and PxAP. v1 keeps the largest contour per threshold, which only an
 OpenCV trace gives, at wsolevaluation's 224-px frame and 0.001 step: about 256 traces per
 image. None of Tables 1-3 reads it, so the default workflow skips it (config/config.yaml,
-docs/benchmark.md row 64). This times `wsolbench.suite.evaluate_split` on the same records
+docs/benchmark.md rows 64-65). This times `wsolbench.suite.evaluate_split` on the same records
 and maps both ways, in one process on one core, and checks that every other protocol's
 numbers are the same.
 
@@ -67,9 +67,9 @@ def main() -> None:
                         help="a run's predictions_test.npz: its maps instead of blobs")
     args = parser.parse_args()
 
-    synth = apply_overrides(SynthCUBDataset.config_class(), {"num_classes": "5", "train_per_class": "1",
-                                            "test_per_class": str(args.per_class),
-                                            "fullsup_per_class": "1"})
+    synth = apply_overrides(SynthCUBDataset.config_class(), {
+        "num_classes": "5", "train_per_class": "1", "test_per_class": str(args.per_class),
+        "fullsup_per_class": "1"})
     with tempfile.TemporaryDirectory() as tmp:
         records = SynthCUBDataset.load(Path(tmp), config=synth, workers=1).test
         maps = cam_like_maps(len(records), args.predictions)
