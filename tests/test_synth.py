@@ -25,7 +25,6 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     assert c != a
 
 
-
 def test_a_larger_test_split_keeps_every_image_of_the_smaller_one(tmp_path):
     """Image i of a split is drawn from its own stream, so enlarging the test split (as
     config/config.yaml did, docs/benchmark.md row 63) adds images and changes none: the
@@ -39,6 +38,7 @@ def test_a_larger_test_split_keeps_every_image_of_the_smaller_one(tmp_path):
     assert len(images) > 20 and all(large.get(k) == v for k, v in images.items())
     added = {k for k in large if k.endswith(".jpg") and k not in small}
     assert len(added) == 2 * (5 - 2) and all("_test_" in k for k in added)
+
 
 def test_boxes_are_the_tight_boxes_of_the_masks_and_the_head_is_inside(tiny_synth):
     for record in tiny_synth.test + tiny_synth.fullsup:

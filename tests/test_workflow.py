@@ -108,6 +108,16 @@ def snakefile_checks(config: dict) -> str:
     return ""
 
 
+def test_the_schema_offers_exactly_the_protocols_a_run_may_skip():
+    """The schema's list of `evaluation.skip_protocols` values is the one `RunOptions`
+    accepts (wsolbench.options.OPTIONAL_PROTOCOLS): neither can drift from the other."""
+    from wsolbench.options import OPTIONAL_PROTOCOLS
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    skip = schema["properties"]["evaluation"]["properties"]["skip_protocols"]
+    assert tuple(skip["items"]["enum"]) == OPTIONAL_PROTOCOLS
+
+
 def test_the_shipped_configs_pass_the_checks():
     for name in ("config.yaml", "paper.yaml"):
         assert snakefile_checks(yaml.safe_load((ROOT / "config" / name).read_text())) == ""
