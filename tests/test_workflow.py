@@ -46,19 +46,22 @@ def test_lint_is_clean(tmp_path):
 # The default config gives every method 4 candidates, each run on the first 2 of 5 seeds
 # (x 2 datasets x 3 methods); the chosen ones' other 3 seeds are known only after the
 # search, so a dry run lists 48 runs (66 in all). Without `search_seeds` every candidate runs
-# every seed. paper.yaml runs one recipe per method.
+# every seed. paper.yaml runs one recipe per method. The ten-seeds overlay, merged onto the
+# default, searches the same 48 (it changes only the seeds the chosen candidates run on).
 @pytest.mark.slow
 @pytest.mark.parametrize("config,runs", [("config.yaml", 48), ("every-seed", 120),
-                                         ("paper.yaml", 18)])
+                                         ("paper.yaml", 18), ("ten-seeds", 48)])
 def test_dry_run_of_shipped_configs(tmp_path, config, runs):
-    path = ROOT / "config" / config
+    paths = [ROOT / "config" / config]
     if config == "every-seed":
         every_seed = yaml.safe_load((ROOT / "config/config.yaml").read_text())
         del every_seed["search_seeds"]
-        path = tmp_path / "every-seed.yaml"
-        path.write_text(yaml.safe_dump(every_seed))
+        paths = [tmp_path / "every-seed.yaml"]
+        paths[0].write_text(yaml.safe_dump(every_seed))
+    if config == "ten-seeds":
+        paths = [ROOT / "config/config.yaml", ROOT / "config/ten-seeds.yaml"]
     done = subprocess.run([*SNAKEMAKE_REPORTING_TORCH, "--directory", str(tmp_path), "-n", "-p",
-                           "--cores", "2", "all", "--configfile", str(path)],
+                           "--cores", "2", "all", "--configfile", *map(str, paths)],
                           capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     commands = [line for line in done.stdout.splitlines() if "wsolbench run" in line]
@@ -75,7 +78,7 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
         assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)
     else:  # the search seeds are the first ones
         seeds = {int(re.search(r"--seed (\d+)", c).group(1)) for c in commands}
-        assert seeds == ({0, 1} if config == "config.yaml" else {0, 1, 2, 3, 4}), seeds
+        assert seeds == ({0, 1, 2, 3, 4} if config == "every-seed" else {0, 1}), seeds
     # The baseline maps use neither seed nor method: one method's first seed scores them,
     # per dataset, in each of its candidates (CAM's 4 in the default config, 1 in paper.yaml).
     scoring = [c for c in commands if "--no-baselines" not in c]
@@ -87,6 +90,16 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
         assert rule in stats
     selects = 0 if config == "paper.yaml" else 6
     assert bool(re.search(rf"^select\s+{selects}$", stats, re.MULTILINE)) == bool(selects), stats
+
+
+def test_the_ten_seed_overlay_only_adds_seeds_to_the_default():
+    """Merged onto the default it must change nothing but the seeds, and keep the default's
+    seeds first, so a default run's 66 runs are reused and its search is the same."""
+    default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "config/ten-seeds.yaml").read_text())
+    assert set(overlay) == {"seeds"}
+    assert overlay["seeds"][:len(default["seeds"])] == default["seeds"]
+    assert len(overlay["seeds"]) == 10 and len(set(overlay["seeds"])) == 10
 
 
 def snakefile_checks(config: dict) -> str:
