@@ -43,23 +43,20 @@ def test_lint_is_clean(tmp_path):
     assert "Congratulations" in done.stdout + done.stderr
 
 
-# The default config gives every method 4 candidates, each run on the first 2 of 5 seeds
-# (x 2 datasets x 3 methods); the chosen ones' other 3 seeds are known only after the
-# search, so a dry run lists 48 runs (66 in all). Without `search_seeds` every candidate runs
-# every seed. paper.yaml runs one recipe per method. The ten-seeds overlay, merged onto the
-# default, searches the same 48 (it changes only the seeds the chosen candidates run on).
+# The default config gives every method 4 candidates, each run on all 5 seeds (x 2 datasets
+# x 3 methods): 120 runs, all known before the search. The quick-search overlay runs every
+# candidate on the first 2 seeds only, and the chosen ones' other 3 seeds are known only
+# after the search, so its dry run lists 48 runs (66 in all). The ten-seeds overlay keeps the
+# default's search (it adds seeds the chosen candidates run after it). paper.yaml runs one
+# recipe per method.
 @pytest.mark.slow
-@pytest.mark.parametrize("config,runs", [("config.yaml", 48), ("every-seed", 120),
-                                         ("paper.yaml", 18), ("ten-seeds", 48)])
-def test_dry_run_of_shipped_configs(tmp_path, config, runs):
+@pytest.mark.parametrize("config,runs,search_seeds", [
+    ("config.yaml", 120, 5), ("quick-search.yaml", 48, 2), ("ten-seeds.yaml", 120, 5),
+    ("paper.yaml", 18, None)])
+def test_dry_run_of_shipped_configs(tmp_path, config, runs, search_seeds):
     paths = [ROOT / "config" / config]
-    if config == "every-seed":
-        every_seed = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-        del every_seed["search_seeds"]
-        paths = [tmp_path / "every-seed.yaml"]
-        paths[0].write_text(yaml.safe_dump(every_seed))
-    if config == "ten-seeds":
-        paths = [ROOT / "config/config.yaml", ROOT / "config/ten-seeds.yaml"]
+    if config in ("quick-search.yaml", "ten-seeds.yaml"):  # overlays on the default
+        paths.insert(0, ROOT / "config/config.yaml")
     done = subprocess.run([*SNAKEMAKE_REPORTING_TORCH, "--directory", str(tmp_path), "-n", "-p",
                            "--cores", "2", "all", "--configfile", *map(str, paths)],
                           capture_output=True, text=True, env=ENV, timeout=600)
@@ -78,7 +75,7 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
         assert all("--precision bf16" in c and "--pretrained weights/" in c for c in commands)
     else:  # the search seeds are the first ones
         seeds = {int(re.search(r"--seed (\d+)", c).group(1)) for c in commands}
-        assert seeds == ({0, 1, 2, 3, 4} if config == "every-seed" else {0, 1}), seeds
+        assert seeds == set(range(search_seeds)), seeds
     # The baseline maps use neither seed nor method: one method's first seed scores them,
     # per dataset, in each of its candidates (CAM's 4 in the default config, 1 in paper.yaml).
     scoring = [c for c in commands if "--no-baselines" not in c]
@@ -92,14 +89,18 @@ def test_dry_run_of_shipped_configs(tmp_path, config, runs):
     assert bool(re.search(rf"^select\s+{selects}$", stats, re.MULTILINE)) == bool(selects), stats
 
 
-def test_the_ten_seed_overlay_only_adds_seeds_to_the_default():
-    """Merged onto the default it must change nothing but the seeds, and keep the default's
-    seeds first, so a default run's 66 runs are reused and its search is the same."""
+def test_the_overlays_change_only_the_seeds_they_name():
+    """Merged onto the default, ten-seeds must keep the default's search and its seeds first
+    (so a default run's 120 runs are reused), and quick-search must change only how many
+    seeds the search runs on."""
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    overlay = yaml.safe_load((ROOT / "config/ten-seeds.yaml").read_text())
-    assert set(overlay) == {"seeds"}
-    assert overlay["seeds"][:len(default["seeds"])] == default["seeds"]
-    assert len(overlay["seeds"]) == 10 and len(set(overlay["seeds"])) == 10
+    ten = yaml.safe_load((ROOT / "config/ten-seeds.yaml").read_text())
+    quick = yaml.safe_load((ROOT / "config/quick-search.yaml").read_text())
+    assert set(ten) == {"seeds", "search_seeds"}
+    assert ten["seeds"][:len(default["seeds"])] == default["seeds"]
+    assert len(ten["seeds"]) == 10 and len(set(ten["seeds"])) == 10
+    assert ten["search_seeds"] == default["search_seeds"] == len(default["seeds"])
+    assert set(quick) == {"search_seeds"} and quick["search_seeds"] < default["search_seeds"]
 
 
 def snakefile_checks(config: dict) -> str:
